@@ -1,0 +1,248 @@
+"""Keys and signers.
+
+Every private key is named by a securesystemslib signer URI and loaded through
+`Signer.from_priv_key_uri`, so a key file, a PKCS#11 token and a cloud KMS key are one interface.
+securesystemslib has no scheme for passphrase-encrypted key files, so this module registers one:
+`encfile:PATH` (PKCS#8 PEM, encrypted with the passphrase). Passphrases and PINs come from the
+environment, a file named by the environment, or a terminal prompt; never from the command line.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from securesystemslib.formats import encode_canonical
+from securesystemslib.signer import (
+    SIGNER_FOR_URI_SCHEME,
+    CryptoSigner,
+    Key,
+    SecretsHandler,
+    Signer,
+    SSlibKey,
+)
+
+from repository.errors import BadInputError, KeyError_
+from repository.fsutil import atomic_write
+
+ENCFILE_SCHEME = "encfile"
+KEY_TYPES = ("ed25519", "ecdsa")
+
+_SECRET_ENV = {
+    "passphrase": ("OTA_KEY_PASSPHRASE", "OTA_KEY_PASSPHRASE_FILE"),
+    "pin": ("OTA_HSM_PIN", "OTA_HSM_PIN_FILE"),
+}
+_secret_cache: dict[str, str] = {}
+
+
+def read_secret(kind: str, what: str = "") -> str:
+    """Return a secret ("passphrase" or "pin") from env, a file named by env, or a prompt.
+
+    The value is cached for the process: a PIN is asked once, and a wrong one is never retried
+    (hardware tokens lock after a few wrong tries).
+
+    Raises:
+        KeyError_: no source provides the secret.
+    """
+    if kind in _secret_cache:
+        return _secret_cache[kind]
+    env_value, env_file = _SECRET_ENV[kind]
+    value = os.environ.get(env_value)
+    if value is None and os.environ.get(env_file):
+        try:
+            value = Path(os.environ[env_file]).read_text().rstrip("\r\n")
+        except OSError as e:
+            raise KeyError_(f"cannot read {kind} file named by {env_file}: {e.strerror}") from e
+    if value is None and sys.stdin.isatty():
+        value = getpass.getpass(f"{kind.capitalize()}{' for ' + what if what else ''}: ")
+    if value is None:
+        raise KeyError_(f"no {kind} given: set {env_file} (or {env_value}), or run on a terminal")
+    _secret_cache[kind] = value
+    return value
+
+
+def secrets_handler(what: str = "") -> SecretsHandler:
+    return lambda kind: read_secret(kind, what)
+
+
+def forget_secrets() -> None:
+    _secret_cache.clear()
+
+
+def keyid_of(key_dict: dict[str, Any]) -> str:
+    """The default TUF keyid: SHA-256 of the canonical JSON of keytype, scheme and keyval."""
+    body = {k: key_dict[k] for k in ("keytype", "scheme", "keyval")}
+    return hashlib.sha256(encode_canonical(body).encode()).hexdigest()
+
+
+class EncryptedFileSigner(Signer):
+    """Signer URI scheme `encfile:PATH`: a passphrase-encrypted PKCS#8 PEM private key."""
+
+    SCHEME = ENCFILE_SCHEME
+
+    def __init__(self, inner: CryptoSigner) -> None:
+        self._inner = inner
+
+    @property
+    def public_key(self) -> Key:
+        return self._inner.public_key
+
+    def sign(self, payload: bytes):  # type: ignore[no-untyped-def]
+        return self._inner.sign(payload)
+
+    @classmethod
+    def from_priv_key_uri(
+        cls,
+        priv_key_uri: str,
+        public_key: Key,
+        secrets_handler: SecretsHandler | None = None,
+    ) -> EncryptedFileSigner:
+        scheme, _, path = priv_key_uri.partition(":")
+        if scheme != cls.SCHEME or not path:
+            raise ValueError(f"not an {cls.SCHEME} URI: {priv_key_uri}")
+        if secrets_handler is None:
+            raise ValueError("an encrypted key file needs a passphrase")
+        data = Path(path).read_bytes()
+        passphrase = secrets_handler("passphrase").encode()
+        try:
+            private_key = serialization.load_pem_private_key(data, passphrase)
+        except (ValueError, TypeError) as e:
+            raise KeyError_(f"wrong passphrase or not an encrypted key file: {path}") from e
+        if not isinstance(public_key, SSlibKey):
+            raise KeyError_(f"{path}: unsupported public key type")
+        try:
+            inner = CryptoSigner(private_key, public_key)  # type: ignore[arg-type]
+        except ValueError as e:
+            raise KeyError_(f"{path} is not the private key of keyid {public_key.keyid}") from e
+        # CryptoSigner checks types, not that the pair matches: compare the public halves.
+        if keyid_of(SSlibKey.from_crypto(private_key.public_key()).to_dict()) != keyid_of(
+            public_key.to_dict()
+        ):
+            raise KeyError_(f"{path} is not the private key of keyid {public_key.keyid}")
+        return cls(inner)
+
+
+SIGNER_FOR_URI_SCHEME[ENCFILE_SCHEME] = EncryptedFileSigner
+
+
+def load_signer(uri: str, public_key: Key) -> Signer:
+    """Load the signer for `uri`, mapping every library error to one clear KeyError_."""
+    try:
+        return Signer.from_priv_key_uri(uri, public_key, secrets_handler(uri))
+    except KeyError_:
+        raise
+    except FileNotFoundError as e:
+        raise KeyError_(f"key file not found: {e.filename}") from e
+    except OSError as e:
+        raise KeyError_(f"cannot read key {uri}: {e.strerror}") from e
+    except Exception as e:  # noqa: BLE001 - signer backends raise anything (pkcs11, KMS SDKs)
+        raise KeyError_(describe_signer_error(uri, e)) from e
+
+
+def describe_signer_error(uri: str, e: Exception) -> str:
+    name = type(e).__name__
+    if name == "PinIncorrect":
+        return f"wrong PIN for {uri}"
+    if name in ("NoSuchToken", "NoSuchKey"):
+        return f"no token or key for {uri} (is the token plugged in?)"
+    if isinstance(e, KeyError) and "PYKCS11LIB" in str(e):
+        return "PKCS#11 module unknown: set PYKCS11LIB to the token's library path"
+    detail = str(e) or name
+    return f"cannot use key {uri}: {detail}"
+
+
+def public_key_from_file(path: Path) -> SSlibKey:
+    """Read a public key file written by `write_public_key` (TUF key JSON).
+
+    The keyid is recomputed from the key, never taken from the file.
+
+    Raises:
+        BadInputError: missing or malformed file.
+    """
+    try:
+        data = json.loads(path.read_text())
+        key_dict = {k: data[k] for k in ("keytype", "scheme", "keyval")}
+        key = SSlibKey.from_dict(keyid_of(key_dict), dict(key_dict))
+    except FileNotFoundError as e:
+        raise BadInputError(f"public key file not found: {path}") from e
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BadInputError(f"not a public key file: {path}") from e
+    return key
+
+
+def write_public_key(path: Path, key: Key) -> None:
+    body = key.to_dict()
+    body["keyid"] = key.keyid
+    atomic_write(path, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
+
+
+def generate_key(
+    directory: Path, name: str, *, key_type: str = "ed25519", passphrase: str | None = None
+) -> tuple[Path, Path, SSlibKey]:
+    """Generate a key pair: `NAME.key` (encrypted PKCS#8, 0600) and `NAME.pub` (TUF key JSON).
+
+    Returns:
+        Private key path, public key path, public key.
+
+    Raises:
+        BadInputError: unknown key type, or a key of that name exists already.
+        KeyError_: no passphrase available.
+    """
+    if key_type not in KEY_TYPES:
+        raise BadInputError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
+    if not name or "/" in name or name.startswith("."):
+        raise BadInputError(f"bad key name {name!r}")
+    priv_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
+    if priv_path.exists() or pub_path.exists():
+        raise BadInputError(f"key {name} exists already in {directory}")
+    if passphrase is None:
+        passphrase = read_secret("passphrase", f"new key {name}")
+    if not passphrase:
+        raise KeyError_("refusing an empty passphrase: private keys are encrypted at rest")
+    private_key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+    if key_type == "ed25519":
+        private_key = ed25519.Ed25519PrivateKey.generate()
+    else:
+        private_key = ec.generate_private_key(ec.SECP256R1())
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode()),
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(priv_path, pem, mode=0o600)
+    key = SSlibKey.from_crypto(private_key.public_key())
+    write_public_key(pub_path, key)
+    return priv_path, pub_path, key
+
+
+def find_signer(uri: str, candidates: dict[str, Key]) -> Signer:
+    """Load the signer behind `uri` for whichever of `candidates` it holds the private half of.
+
+    A probe signature decides, so this works the same for files, tokens and KMS keys.
+
+    Raises:
+        KeyError_: the key behind `uri` is none of `candidates` (or cannot be loaded).
+    """
+    last: KeyError_ | None = None
+    for key in candidates.values():
+        try:
+            signer = load_signer(uri, key)
+            probe = b"secure-ota key probe"
+            key.verify_signature(signer.sign(probe), probe)
+            return signer
+        except KeyError_ as e:
+            if "passphrase" in str(e) or "PIN" in str(e):
+                raise
+            last = e
+        except Exception:  # noqa: BLE001, S112 - a mismatched key fails verification: try the next
+            continue
+    detail = f" ({last})" if last else ""
+    raise KeyError_(f"the key at {uri} is not one of this role's keys{detail}")

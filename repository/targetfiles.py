@@ -1,0 +1,66 @@
+"""Target paths and firmware files in the published `targets/` folder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from tuf.api.metadata import TargetFile
+
+from repository.errors import BadInputError
+from repository.fsutil import atomic_copy_hashed
+
+# One segment: letters, digits and a few separators; never "." or ".." or empty.
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
+MAX_PATH = 255
+
+
+def validate_target_path(path: str) -> str:
+    """Return `path` if it is a safe relative target path, else raise BadInputError.
+
+    Refused: empty, absolute, `.`/`..` or empty segments, backslashes, control or other
+    characters outside a conservative set (they would be interpreted differently by URLs,
+    file systems or clients).
+    """
+    if not path:
+        raise BadInputError("target path is empty")
+    if len(path) > MAX_PATH:
+        raise BadInputError(f"target path longer than {MAX_PATH} characters")
+    if path.startswith("/"):
+        raise BadInputError(f"target path must be relative: {path!r}")
+    for segment in path.split("/"):
+        if segment in ("", ".", ".."):
+            raise BadInputError(f"target path has an empty, '.' or '..' segment: {path!r}")
+        if not _SEGMENT.match(segment):
+            raise BadInputError(f"target path has characters outside [A-Za-z0-9._+-]: {path!r}")
+    return path
+
+
+def store_target_file(
+    targets_dir: Path, source: Path, target_path: str, custom: dict[str, Any] | None
+) -> TargetFile:
+    """Copy `source` into `targets/` as `<dir>/<sha256>.<name>` and describe it.
+
+    Raises:
+        BadInputError: bad target path, or the source cannot be read.
+    """
+    validate_target_path(target_path)
+    directory, _, name = target_path.rpartition("/")
+    try:
+        with open(source, "rb") as src:
+            _, sha256, length = atomic_copy_hashed(src, targets_dir / directory, name)
+    except FileNotFoundError as e:
+        raise BadInputError(f"file not found: {source}") from e
+    except IsADirectoryError as e:
+        raise BadInputError(f"not a file: {source}") from e
+    except PermissionError as e:
+        raise BadInputError(f"cannot read {source}: permission denied") from e
+    fields = {"custom": custom} if custom is not None else {}
+    return TargetFile(length, {"sha256": sha256}, target_path, unrecognized_fields=fields)
+
+
+def published_path(targets_dir: Path, target: TargetFile) -> Path:
+    """Where the consistent-snapshot copy of `target` lives."""
+    directory, _, name = target.path.rpartition("/")
+    return targets_dir / directory / f"{target.hashes['sha256']}.{name}"
