@@ -74,7 +74,11 @@ def append(path: Path, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def last_timestamp_version(path: Path) -> int:
-    versions = [e["versions"]["timestamp"] for e in read_entries(path) if "timestamp" in e.get("versions", {})]
+    versions = [
+        e["versions"]["timestamp"]
+        for e in read_entries(path)
+        if "timestamp" in e.get("versions", {})
+    ]
     return versions[-1] if versions else 0
 
 

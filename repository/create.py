@@ -27,7 +27,9 @@ def _check_threshold(role: str, keys: list[Key], threshold: int) -> None:
     if len({k.keyid for k in keys}) != len(keys):
         raise BadInputError(f"{role}: the same key is given twice")
     if not 1 <= threshold <= len(keys):
-        raise BadInputError(f"{role} threshold {threshold} must be between 1 and its {len(keys)} key(s)")
+        raise BadInputError(
+            f"{role} threshold {threshold} must be between 1 and its {len(keys)} key(s)"
+        )
 
 
 def build_root(role_keys: dict[str, list[Key]], thresholds: dict[str, int]) -> Root:
@@ -109,7 +111,12 @@ def init_production(
         "snapshot": [online["snapshot"][0]],
         "timestamp": [online["timestamp"][0]],
     }
-    thresholds = {"root": root_threshold, "targets": targets_threshold, "snapshot": 1, "timestamp": 1}
+    thresholds = {
+        "root": root_threshold,
+        "targets": targets_threshold,
+        "snapshot": 1,
+        "timestamp": 1,
+    }
     root = build_root(role_keys, thresholds)
     config = RepoConfig(dev=False)
     if expiry_days:

@@ -79,7 +79,9 @@ def forget_secrets() -> None:
 def keyid_of(key_dict: dict[str, Any]) -> str:
     """The default TUF keyid: SHA-256 of the canonical JSON of keytype, scheme and keyval."""
     body = {k: key_dict[k] for k in ("keytype", "scheme", "keyval")}
-    return hashlib.sha256(encode_canonical(body).encode()).hexdigest()
+    canonical = encode_canonical(body)
+    assert canonical is not None
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class EncryptedFileSigner(Signer):
@@ -118,7 +120,7 @@ class EncryptedFileSigner(Signer):
         if not isinstance(public_key, SSlibKey):
             raise KeyError_(f"{path}: unsupported public key type")
         try:
-            inner = CryptoSigner(private_key, public_key)  # type: ignore[arg-type]
+            inner = CryptoSigner(private_key, public_key)
         except ValueError as e:
             raise KeyError_(f"{path} is not the private key of keyid {public_key.keyid}") from e
         # CryptoSigner checks types, not that the pair matches: compare the public halves.
@@ -142,7 +144,7 @@ def load_signer(uri: str, public_key: Key) -> Signer:
         raise KeyError_(f"key file not found: {e.filename}") from e
     except OSError as e:
         raise KeyError_(f"cannot read key {uri}: {e.strerror}") from e
-    except Exception as e:  # noqa: BLE001 - signer backends raise anything (pkcs11, KMS SDKs)
+    except Exception as e:
         raise KeyError_(describe_signer_error(uri, e)) from e
 
 

@@ -1,9 +1,9 @@
 """Where a repository keeps its files, and its private configuration.
 
-    <repo>/metadata/   published TUF metadata (served)
-    <repo>/targets/    published firmware files, under consistent-snapshot names (served)
-    <repo>/.ota/       private, owner-only, never served: config, keys made by --dev, staging,
-                       audit log, writer lock
+<repo>/metadata/   published TUF metadata (served)
+<repo>/targets/    published firmware files, under consistent-snapshot names (served)
+<repo>/.ota/       private, owner-only, never served: config, keys made by --dev, staging,
+                   audit log, writer lock
 """
 
 from __future__ import annotations

@@ -70,11 +70,11 @@ class OtaRepository(Repository):
         self.paths = paths
         self.config = config
         self.now = now or datetime.now(UTC)
-        self._current: dict[str, Metadata] = {}
+        self._current: dict[str, Metadata[Any]] = {}
         self._targets_infos: dict[str, MetaFile] | None = None
         self._snapshot_info: MetaFile | None = None
         self._signers: dict[str, Signer] = {}
-        self._closed: dict[str, Metadata] = {}
+        self._closed: dict[str, Metadata[Any]] = {}
         self.extra_signers: dict[str, list[Signer]] = {}
 
     @classmethod
@@ -84,14 +84,16 @@ class OtaRepository(Repository):
 
     # -- reading the published state ---------------------------------------------------------
 
-    def _read(self, filename: str) -> Metadata:
+    def _read(self, filename: str) -> Metadata[Any]:
         path = self.paths.metadata / filename
         try:
             return Metadata.from_bytes(path.read_bytes())
         except FileNotFoundError as e:
             raise CorruptRepositoryError(f"published metadata missing: metadata/{filename}") from e
         except (OSError, DeserializationError) as e:
-            raise CorruptRepositoryError(f"published metadata unreadable: metadata/{filename}") from e
+            raise CorruptRepositoryError(
+                f"published metadata unreadable: metadata/{filename}"
+            ) from e
 
     def root_versions(self) -> list[int]:
         found = sorted(
@@ -107,7 +109,7 @@ class OtaRepository(Repository):
             chain.append(v)
         return chain
 
-    def _load_current(self, role: str) -> Metadata:
+    def _load_current(self, role: str) -> Metadata[Any]:
         if role == Root.type:
             versions = self.root_versions()
             if not versions:
@@ -125,7 +127,7 @@ class OtaRepository(Repository):
             return md
         return self._read(metadata_filename(role, meta.version))
 
-    def _current_md(self, role: str) -> Metadata:
+    def _current_md(self, role: str) -> Metadata[Any]:
         if role not in self._current:
             md = self._load_current(role)
             expected = Targets if role not in (Root.type, Snapshot.type, Timestamp.type) else None
@@ -145,13 +147,13 @@ class OtaRepository(Repository):
             return True
         return f"{role}.json" in self._current_signed(Snapshot.type, Snapshot).meta
 
-    def current_metadata(self, role: str) -> Metadata:
+    def current_metadata(self, role: str) -> Metadata[Any]:
         """A copy of the published metadata of `role`."""
         return copy.deepcopy(self._current_md(role))
 
     # -- tuf.repository.Repository -------------------------------------------------------------
 
-    def open(self, role: str) -> Metadata:
+    def open(self, role: str) -> Metadata[Any]:
         return copy.deepcopy(self._current_md(role))
 
     @property
@@ -168,11 +170,11 @@ class OtaRepository(Repository):
             self._snapshot_info = copy.deepcopy(ts.snapshot_meta)
         return self._snapshot_info
 
-    def close(self, role: str, md: Metadata) -> None:
+    def close(self, role: str, md: Metadata[Any]) -> None:
         self.finalize(role, md)
         self.write(role, md)
 
-    def finalize(self, role: str, md: Metadata) -> None:
+    def finalize(self, role: str, md: Metadata[Any]) -> None:
         """Bump version, set expiry, sign and check the threshold; nothing is written."""
         md.signed.version += 1
         md.signed.expires = (self.now + timedelta(days=self.config.expiry_for(role))).replace(
@@ -189,7 +191,7 @@ class OtaRepository(Repository):
         """
         self.paths.make_dirs()
         with exclusive_lock(self.paths.lock, timeout=LOCK_TIMEOUT):
-            fresh: dict[str, Metadata] = {
+            fresh: dict[str, Metadata[Any]] = {
                 Root.type: Metadata(root),
                 Targets.type: Metadata(Targets()),
                 Snapshot.type: Metadata(Snapshot()),
@@ -241,7 +243,7 @@ class OtaRepository(Repository):
             return f"encfile:{self.paths.private / rest}"
         return uri
 
-    def sign(self, role: str, md: Metadata) -> None:
+    def sign(self, role: str, md: Metadata[Any]) -> None:
         """Add every signature this machine can make for `role` (a new root: old and new keys)."""
         keys = self.keys_for(role)
         if isinstance(md.signed, Root):
@@ -250,7 +252,7 @@ class OtaRepository(Repository):
             if signer.public_key.keyid not in md.signatures:
                 md.sign(signer, append=True)
 
-    def check_threshold(self, role: str, md: Metadata) -> None:
+    def check_threshold(self, role: str, md: Metadata[Any]) -> None:
         """Refuse to publish `md` unless its delegator(s) would accept it.
 
         Raises:
@@ -266,11 +268,13 @@ class OtaRepository(Repository):
             else:
                 self._current_md(Targets.type).verify_delegate(role, md)
         except UnsignedMetadataError as e:
-            raise ThresholdError(f"{role} v{md.signed.version} is not signed by enough keys: {e}") from e
+            raise ThresholdError(
+                f"{role} v{md.signed.version} is not signed by enough keys: {e}"
+            ) from e
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def write(self, role: str, md: Metadata) -> None:
+    def write(self, role: str, md: Metadata[Any]) -> None:
         filename = metadata_filename(role, md.signed.version)
         atomic_write(self.paths.metadata / filename, md.to_bytes())
         self._current[role] = copy.deepcopy(md)
@@ -304,8 +308,13 @@ class OtaRepository(Repository):
         signed_by = {role: sorted(md.signatures) for role, md in self._closed.items()}
         audit.append(
             self.paths.audit,
-            {"actor": audit.actor(), "action": action, "versions": versions,
-             "keyids": signed_by, **details},
+            {
+                "actor": audit.actor(),
+                "action": action,
+                "versions": versions,
+                "keyids": signed_by,
+                **details,
+            },
         )
         self._closed.clear()
 
@@ -316,9 +325,12 @@ class OtaRepository(Repository):
         if published > audit.last_timestamp_version(self.paths.audit):
             audit.append(
                 self.paths.audit,
-                {"actor": audit.actor(), "action": "recovered",
-                 "note": "a publish completed without its audit record (interrupted writer)",
-                 "versions": {"timestamp": published}},
+                {
+                    "actor": audit.actor(),
+                    "action": "recovered",
+                    "note": "a publish completed without its audit record (interrupted writer)",
+                    "versions": {"timestamp": published},
+                },
             )
 
     def publish_snapshot_and_timestamp(self, *, force: bool = False) -> None:
@@ -380,8 +392,9 @@ class OtaRepository(Repository):
         """
         done: list[str] = []
         with self.writing("refresh"):
+
             def due(role: str) -> bool:
-                left = self._current_md(role).signed.expires - self.now
+                left: timedelta = self._current_md(role).signed.expires - self.now
                 return left < timedelta(days=self.config.expiry_for(role)) * margin_fraction
 
             if due(Snapshot.type):

@@ -1,0 +1,168 @@
+"""`ota-repo verify`: check the published repository the way a device would.
+
+A real `tuf.ngclient.Updater` starts from an empty cache and the trusted root, reads the
+published folders through a fetcher that maps URLs to files, and downloads every target. Any
+refusal by ngclient (signature, version, expiry, hash, length, a missing file) fails the check.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from tuf.api.exceptions import DownloadHTTPError
+from tuf.api.exceptions import RepositoryError as TufRepositoryError
+from tuf.api.metadata import Metadata, Snapshot, Targets
+from tuf.api.serialization import DeserializationError
+from tuf.ngclient import FetcherInterface, Updater
+
+from repository.errors import CorruptRepositoryError, VerificationError
+from repository.layout import RepoPaths
+from repository.manager import metadata_filename
+
+_BASE = "https://repository.invalid"
+_CHUNK = 1024 * 1024
+
+
+class DirectoryFetcher(FetcherInterface):
+    """Serves `<base>/metadata/...` and `<base>/targets/...` from a repository folder.
+
+    It moves bytes only; ngclient judges them. A missing file is a 404, as a server answers.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = root.resolve()
+        self.fetched: list[str] = []
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        rel = unquote(urlparse(url).path).lstrip("/")
+        path = (self._root / rel).resolve()
+        top = rel.split("/", 1)[0]
+        if top not in ("metadata", "targets") or not path.is_relative_to(self._root / top):
+            raise DownloadHTTPError(f"not served: {rel}", 404)
+        try:
+            f = open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise DownloadHTTPError(f"not found: {rel}", 404) from None
+        self.fetched.append(rel)
+        return self._chunks(f)
+
+    @staticmethod
+    def _chunks(f: object) -> Iterator[bytes]:
+        with f:  # type: ignore[attr-defined]
+            while chunk := f.read(_CHUNK):  # type: ignore[attr-defined]
+                yield chunk
+
+
+@dataclass
+class RoleExpiry:
+    role: str
+    version: int
+    expires: datetime
+
+
+@dataclass
+class VerifyReport:
+    roles: list[RoleExpiry] = field(default_factory=list)
+    targets_checked: int = 0
+
+
+def _published_target_paths(paths: RepoPaths) -> list[tuple[str, str]]:
+    """(role, target path) for every target the published metadata lists.
+
+    Read straight from disk only to know what to ask for: each path is then looked up and
+    downloaded through ngclient, which verifies everything on the way.
+    """
+    try:
+        ts = Metadata.from_bytes((paths.metadata / "timestamp.json").read_bytes())
+        snap_name = f"{ts.signed.snapshot_meta.version}.snapshot.json"  # type: ignore[attr-defined]
+        snapshot = Metadata[Snapshot].from_bytes((paths.metadata / snap_name).read_bytes())
+        result: list[tuple[str, str]] = []
+        for name, meta in snapshot.signed.meta.items():
+            role = name.removesuffix(".json")
+            md = Metadata[Targets].from_bytes(
+                (paths.metadata / metadata_filename(role, meta.version)).read_bytes()
+            )
+            result.extend((role, path) for path in md.signed.targets)
+        return result
+    except (OSError, DeserializationError, AttributeError) as e:
+        raise VerificationError(f"published metadata unreadable: {e}") from e
+
+
+def verify_repository(
+    root: Path, *, trusted_root: Path | None = None, days: float = 0
+) -> VerifyReport:
+    """Verify the repository at `root` as a fresh client would.
+
+    Args:
+        trusted_root: the root a device is provisioned with (default `metadata/1.root.json`).
+        days: fail if any role expires within this many days.
+
+    Raises:
+        VerificationError: a client would refuse the repository, or a role expires too soon.
+    """
+    paths = RepoPaths(root.resolve())
+    trusted_root = trusted_root or paths.metadata / "1.root.json"
+    try:
+        bootstrap = trusted_root.read_bytes()
+    except OSError as e:
+        raise VerificationError(f"cannot read trusted root {trusted_root}: {e.strerror}") from e
+    report = VerifyReport()
+    with tempfile.TemporaryDirectory(prefix="ota-verify-") as tmp:
+        cache = Path(tmp) / "metadata"
+        downloads = Path(tmp) / "targets"
+        cache.mkdir()
+        downloads.mkdir()
+        updater = Updater(
+            str(cache),
+            f"{_BASE}/metadata/",
+            str(downloads),
+            f"{_BASE}/targets/",
+            fetcher=DirectoryFetcher(paths.root),
+            bootstrap=bootstrap,
+        )
+        try:
+            updater.refresh()
+            for role, target_path in _published_target_paths(paths):
+                info = updater.get_targetinfo(target_path)
+                if info is None:
+                    raise VerificationError(
+                        f"target {target_path} (listed by {role}) is not reachable by a client"
+                    )
+                updater.download_target(info, str(downloads / "t"))
+                report.targets_checked += 1
+        except TufRepositoryError as e:
+            raise VerificationError(f"a client refuses this repository: {_describe(e)}") from e
+        except DownloadHTTPError as e:
+            raise VerificationError(f"a client cannot download: {e}") from e
+        report.roles = _cached_expiries(cache)
+    _check_expiry(report, days)
+    return report
+
+
+def _describe(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _cached_expiries(cache: Path) -> list[RoleExpiry]:
+    """Expiry of every role ngclient verified (it caches the exact bytes it accepted)."""
+    roles = []
+    for path in sorted(cache.glob("*.json")):
+        try:
+            md = Metadata.from_bytes(path.read_bytes())
+        except DeserializationError as e:
+            raise CorruptRepositoryError(f"verified cache unreadable: {path.name}") from e
+        roles.append(RoleExpiry(path.stem, md.signed.version, md.signed.expires))
+    return roles
+
+
+def _check_expiry(report: VerifyReport, days: float) -> None:
+    limit = datetime.now(UTC) + timedelta(days=days)
+    soon = [r for r in report.roles if r.expires <= limit]
+    if soon:
+        listed = ", ".join(f"{r.role} v{r.version} on {r.expires:%Y-%m-%d %H:%M}Z" for r in soon)
+        raise VerificationError(f"expires within {days:g} days: {listed}")
