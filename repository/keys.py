@@ -54,7 +54,7 @@ def read_secret(kind: str, what: str = "") -> str:
     if kind in _secret_cache:
         return _secret_cache[kind]
     env_value, env_file = _SECRET_ENV[kind]
-    value = os.environ.get(env_value)
+    value = os.environ.get(env_value) or None
     if value is None and os.environ.get(env_file):
         try:
             value = Path(os.environ[env_file]).read_text().rstrip("\r\n")

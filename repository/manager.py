@@ -76,6 +76,7 @@ class OtaRepository(Repository):
         self._signers: dict[str, Signer] = {}
         self._closed: dict[str, Metadata[Any]] = {}
         self.extra_signers: dict[str, list[Signer]] = {}
+        self.lock_timeout = LOCK_TIMEOUT
 
     @classmethod
     def load(cls, root: Path) -> OtaRepository:
@@ -320,12 +321,12 @@ class OtaRepository(Repository):
         logger.debug("wrote metadata/%s", filename)
 
     @contextmanager
-    def writing(self, action: str, *, timeout: float = LOCK_TIMEOUT) -> Iterator[dict[str, Any]]:
+    def writing(self, action: str) -> Iterator[dict[str, Any]]:
         """Hold the writer lock for one operation and audit what it published.
 
         Yields a dict the operation fills with details for the audit line.
         """
-        with exclusive_lock(self.paths.lock, timeout=timeout):
+        with exclusive_lock(self.paths.lock, timeout=self.lock_timeout):
             # Another writer may have published while this process waited: re-read.
             self._current.clear()
             self._targets_infos = None

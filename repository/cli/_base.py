@@ -18,12 +18,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Context:
-    def __init__(self, repo_dir: Path, debug: bool) -> None:
+    def __init__(self, repo_dir: Path, debug: bool, lock_timeout: float) -> None:
         self.repo_dir = repo_dir
         self.debug = debug
+        self.lock_timeout = lock_timeout
 
     def open(self) -> OtaRepository:
-        return OtaRepository.load(self.repo_dir)
+        repo = OtaRepository.load(self.repo_dir)
+        repo.lock_timeout = self.lock_timeout
+        return repo
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -39,15 +42,22 @@ pass_ctx = click.make_pass_decorator(Context)
     show_default=True,
     help="Repository folder (holds metadata/, targets/ and the private .ota/).",
 )
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=120,
+    show_default=True,
+    help="Seconds to wait for another writer to finish.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context
-def cli(ctx: click.Context, repo_dir: Path, debug: bool) -> None:
+def cli(ctx: click.Context, repo_dir: Path, lock_timeout: float, debug: bool) -> None:
     """Manage a secure-ota TUF repository."""
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = Context(repo_dir, debug)
+    ctx.obj = Context(repo_dir, debug, lock_timeout)
 
 
 def emit(data: Any, as_json: bool, text: str) -> None:
