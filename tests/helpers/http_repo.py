@@ -14,7 +14,7 @@ from tuf.ngclient import Updater
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def list_directory(self, path: Any) -> None:  # type: ignore[override]
@@ -37,7 +37,9 @@ def serve_folder(folder: Path) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def fetch_all(base_url: str, trusted_root: bytes, cache: Path, paths: list[str]) -> dict[str, bytes]:
+def fetch_all(
+    base_url: str, trusted_root: bytes, cache: Path, paths: list[str]
+) -> dict[str, bytes]:
     """A real ngclient refresh, then a verified download of each target path."""
     (cache / "metadata").mkdir(parents=True, exist_ok=True)
     (cache / "targets").mkdir(parents=True, exist_ok=True)

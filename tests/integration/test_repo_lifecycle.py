@@ -29,17 +29,34 @@ def test_lifecycle_through_cli_accepted_by_a_real_client(tmp_path: Path) -> None
     fw1, fw2 = tmp_path / "fw1.bin", tmp_path / "fw2.bin"
     fw1.write_bytes(b"\x7fELF v1" * 1000)
     fw2.write_bytes(b"\x7fELF v2" * 2000)
-    ota_repo(repo, "add-target", str(fw1), "--path", "firmware/model-x/fw-1.0.0.bin",
-             "--custom", custom_json("1.0.0"))
+    ota_repo(
+        repo,
+        "add-target",
+        str(fw1),
+        "--path",
+        "firmware/model-x/fw-1.0.0.bin",
+        "--custom",
+        custom_json("1.0.0"),
+    )
     _client_accepts(repo, tmp_path / "c1", {"firmware/model-x/fw-1.0.0.bin": fw1.read_bytes()})
 
-    out = ota_repo(repo, "add-target", str(fw2), "--path", "firmware/model-x/fw-2.0.0.bin",
-                   "--custom", custom_json("2.0.0"), "--json")
+    out = ota_repo(
+        repo,
+        "add-target",
+        str(fw2),
+        "--path",
+        "firmware/model-x/fw-2.0.0.bin",
+        "--custom",
+        custom_json("2.0.0"),
+        "--json",
+    )
     info = json.loads(out.stdout)
     assert info["length"] == fw2.stat().st_size
     # one client keeps its cache across states, as a device does
-    both = {"firmware/model-x/fw-1.0.0.bin": fw1.read_bytes(),
-            "firmware/model-x/fw-2.0.0.bin": fw2.read_bytes()}
+    both = {
+        "firmware/model-x/fw-1.0.0.bin": fw1.read_bytes(),
+        "firmware/model-x/fw-2.0.0.bin": fw2.read_bytes(),
+    }
     _client_accepts(repo, tmp_path / "c1", both)
 
     ota_repo(repo, "remove-target", "firmware/model-x/fw-1.0.0.bin")

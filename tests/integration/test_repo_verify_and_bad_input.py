@@ -27,8 +27,15 @@ def repo(tmp_path: Path) -> Path:
     ota_repo(repo, "init", "--dev")
     fw = tmp_path / "fw.bin"
     fw.write_bytes(b"firmware image 1.0.0" * 500)
-    ota_repo(repo, "add-target", str(fw), "--path", "firmware/model-x/fw-1.0.0.bin",
-             "--custom", custom_json("1.0.0"))
+    ota_repo(
+        repo,
+        "add-target",
+        str(fw),
+        "--path",
+        "firmware/model-x/fw-1.0.0.bin",
+        "--custom",
+        custom_json("1.0.0"),
+    )
     return repo
 
 
@@ -82,35 +89,80 @@ def _corrupt_timestamp(repo: Path) -> None:
 
 
 BAD_INPUT = [
-    ("missing-file", ["add-target", "{tmp}/nope.bin", "--path", "firmware/model-x/a.bin"],
-     None, None, "file not found"),
+    (
+        "missing-file",
+        ["add-target", "{tmp}/nope.bin", "--path", "firmware/model-x/a.bin"],
+        None,
+        None,
+        "file not found",
+    ),
     ("absolute-path", ["add-target", "{fw}", "--path", "/etc/passwd"], None, None, "relative"),
     ("dotdot-path", ["add-target", "{fw}", "--path", "firmware/../../x"], None, None, "'..'"),
     ("empty-segment", ["add-target", "{fw}", "--path", "firmware//x.bin"], None, None, "empty"),
     ("empty-path", ["add-target", "{fw}", "--path", ""], None, None, "empty"),
-    ("backslash-path", ["add-target", "{fw}", "--path", "firmware\\x.bin"], None, None,
-     "characters"),
-    ("wrong-passphrase", ["add-target", "{fw}", "--path", "firmware/model-x/b.bin"],
-     {"OTA_KEY_PASSPHRASE": "wrong"}, None, "wrong passphrase"),
-    ("no-passphrase", ["add-target", "{fw}", "--path", "firmware/model-x/b.bin"],
-     {"OTA_KEY_PASSPHRASE": ""}, None, "no passphrase"),
-    ("unknown-role", ["add-target", "{fw}", "--path", "firmware/model-x/b.bin", "--role", "nobody"],
-     None, None, "unknown role"),
-    ("bad-custom-json", ["add-target", "{fw}", "--path", "firmware/model-x/b.bin",
-                         "--custom", "{oops"], None, None, "not valid JSON"),
-    ("remove-unknown-target", ["remove-target", "firmware/model-x/none.bin"], None, None,
-     "not a target"),
-    ("corrupted-metadata", ["add-target", "{fw}", "--path", "firmware/model-x/b.bin"], None,
-     _corrupt_timestamp, "unreadable: metadata/timestamp.json"),
+    (
+        "backslash-path",
+        ["add-target", "{fw}", "--path", "firmware\\x.bin"],
+        None,
+        None,
+        "characters",
+    ),
+    (
+        "wrong-passphrase",
+        ["add-target", "{fw}", "--path", "firmware/model-x/b.bin"],
+        {"OTA_KEY_PASSPHRASE": "wrong"},
+        None,
+        "wrong passphrase",
+    ),
+    (
+        "no-passphrase",
+        ["add-target", "{fw}", "--path", "firmware/model-x/b.bin"],
+        {"OTA_KEY_PASSPHRASE": ""},
+        None,
+        "no passphrase",
+    ),
+    (
+        "unknown-role",
+        ["add-target", "{fw}", "--path", "firmware/model-x/b.bin", "--role", "nobody"],
+        None,
+        None,
+        "unknown role",
+    ),
+    (
+        "bad-custom-json",
+        ["add-target", "{fw}", "--path", "firmware/model-x/b.bin", "--custom", "{oops"],
+        None,
+        None,
+        "not valid JSON",
+    ),
+    (
+        "remove-unknown-target",
+        ["remove-target", "firmware/model-x/none.bin"],
+        None,
+        None,
+        "not a target",
+    ),
+    (
+        "corrupted-metadata",
+        ["add-target", "{fw}", "--path", "firmware/model-x/b.bin"],
+        None,
+        _corrupt_timestamp,
+        "unreadable: metadata/timestamp.json",
+    ),
     ("no-repository", ["--repo", "{tmp}/empty", "status"], None, None, "no repository"),
 ]
 
 
-@pytest.mark.parametrize("args,env,damage,message", [c[1:] for c in BAD_INPUT],
-                         ids=[c[0] for c in BAD_INPUT])
+@pytest.mark.parametrize(
+    "args,env,damage,message", [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
 def test_bad_input_is_refused_and_changes_nothing(
-    repo: Path, tmp_path: Path, args: list[str], env: dict[str, str] | None,
-    damage: Callable[[Path], None] | None, message: str,
+    repo: Path,
+    tmp_path: Path,
+    args: list[str],
+    env: dict[str, str] | None,
+    damage: Callable[[Path], None] | None,
+    message: str,
 ) -> None:
     fw = tmp_path / "fw2.bin"
     fw.write_bytes(b"another image")
