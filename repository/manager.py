@@ -220,15 +220,38 @@ class OtaRepository(Repository):
             return {k: root.keys[k] for k in root.roles[role].keyids}
         parent = self._current_signed(Targets.type, Targets)
         delegations = parent.delegations
+        succinct = delegations.succinct_roles if delegations is not None else None
+        if delegations is not None and succinct is not None and succinct.is_delegated_role(role):
+            return {k: delegations.keys[k] for k in succinct.keyids}  # a hash bin
         if delegations is None or delegations.roles is None or role not in delegations.roles:
             raise BadInputError(f"unknown role {role!r}: targets does not delegate to it")
         return {k: delegations.keys[k] for k in delegations.roles[role].keyids}
+
+    def bin_prefix(self, role: str) -> str | None:
+        """The succinct name prefix if `role` is one of targets' hash bins, else None."""
+        if role in (Root.type, Targets.type, Snapshot.type, Timestamp.type):
+            return None
+        delegations = self._current_signed(Targets.type, Targets).delegations
+        succinct = delegations.succinct_roles if delegations is not None else None
+        if succinct is not None and succinct.is_delegated_role(role):
+            return str(succinct.name_prefix)
+        return None
+
+    def role_for_target(self, role: str, path: str) -> str:
+        """Where `path` is listed when added to `role`: its hash bin if targets uses bins."""
+        if role != Targets.type:
+            return role
+        delegations = self._current_signed(Targets.type, Targets).delegations
+        if delegations is not None and delegations.succinct_roles is not None:
+            return str(delegations.succinct_roles.get_role_for_target(path))
+        return role
 
     def signers_for(self, role: str, keys: dict[str, Key] | None = None) -> list[Signer]:
         """Signers this machine holds for `role`: configured URIs plus any given at run time."""
         keys = self.keys_for(role) if keys is None else keys
         result = [s for s in self.extra_signers.get(role, []) if s.public_key.keyid in keys]
-        for entry in self.config.signer_uris(role):
+        config_role = self.bin_prefix(role) or role  # all bins share one configured signer
+        for entry in self.config.signer_uris(config_role):
             keyid, uri = entry["keyid"], self.resolve_uri(entry["uri"])
             if keyid not in keys:
                 continue  # a key rotated out of the role; its URI is kept only for history
@@ -389,11 +412,17 @@ class OtaRepository(Repository):
         with self.writing("add-target") as details:
             if not self.has_role(role):
                 raise BadInputError(f"unknown role {role!r}")
-            self.signers_for(role)  # fail on keys before copying any bytes
+            where = {p: self.role_for_target(role, p) for _, p, _ in files}
+            for listed_by in set(where.values()):
+                self.signers_for(listed_by)  # fail on keys before copying any bytes
             added = [store_target_file(self.paths.targets, src, p, c) for src, p, c in files]
-            with self.edit_targets(role) as targets:
-                for tf in added:
-                    targets.targets[tf.path] = tf
+            by_role: dict[str, list[TargetFile]] = {}
+            for tf in added:
+                by_role.setdefault(where[tf.path], []).append(tf)
+            for listed_by in sorted(by_role):  # one new version per touched role (or bin)
+                with self.edit_targets(listed_by) as targets:
+                    for tf in by_role[listed_by]:
+                        targets.targets[tf.path] = tf
             self.publish_snapshot_and_timestamp()
             details["role"] = role
             details["targets_added"] = [tf.path for tf in added]
@@ -407,13 +436,17 @@ class OtaRepository(Repository):
         with self.writing("remove-target") as details:
             if not self.has_role(role):
                 raise BadInputError(f"unknown role {role!r}")
-            current = self._current_signed(role, Targets)
-            missing = [p for p in target_paths if p not in current.targets]
+            where = {p: self.role_for_target(role, p) for p in target_paths}
+            missing = [
+                p for p in target_paths if p not in self._current_signed(where[p], Targets).targets
+            ]
             if missing:
                 raise BadInputError(f"not a target of {role}: {', '.join(missing)}")
-            with self.edit_targets(role) as targets:
-                for p in target_paths:
-                    del targets.targets[p]
+            for listed_by in sorted(set(where.values())):
+                with self.edit_targets(listed_by) as targets:
+                    for p in target_paths:
+                        if where[p] == listed_by:
+                            del targets.targets[p]
             self.publish_snapshot_and_timestamp()
             details["role"] = role
             details["targets_removed"] = target_paths
