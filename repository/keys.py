@@ -233,6 +233,8 @@ def find_signer(uri: str, candidates: dict[str, Key]) -> Signer:
     Raises:
         KeyError_: the key behind `uri` is none of `candidates` (or cannot be loaded).
     """
+    if uri.startswith("hsm:"):
+        return _find_hsm_signer(uri, candidates)
     last: KeyError_ | None = None
     for key in candidates.values():
         try:
@@ -248,3 +250,20 @@ def find_signer(uri: str, candidates: dict[str, Key]) -> Signer:
             continue
     detail = f" ({last})" if last else ""
     raise KeyError_(f"the key at {uri} is not one of this role's keys{detail}")
+
+
+def _find_hsm_signer(uri: str, candidates: dict[str, Key]) -> Signer:
+    """A token key is picked by its public key (read without a PIN), then probed once: a wrong
+    PIN is never retried, since real tokens lock after a few."""
+    from repository.hsm import describe_hsm_error, public_key_of  # only where tokens are used
+
+    key = candidates.get(public_key_of(uri).keyid)
+    if key is None:
+        raise KeyError_(f"the key at {uri} is not one of this role's keys")
+    signer = load_signer(uri, key)
+    probe = b"secure-ota key probe"
+    try:
+        key.verify_signature(signer.sign(probe), probe)
+    except Exception as e:  # noqa: BLE001 - python-pkcs11 raises many types; mapped to one line
+        raise KeyError_(describe_hsm_error(uri, e) or describe_signer_error(uri, e)) from e
+    return signer
