@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Publishing a firmware image: `add_targets` time as a ratio of the floor for the same bytes.
 
-Floor: copy the file and SHA-256 it in one pass, fsynced (what any publish must do at least). Publish: the same plus targets/snapshot/timestamp signing, atomic writes, fsyncs,
-the lock and the audit line. The image comes from ../shared/bench/firmware_scenarios.py.
+Floor: copy the file and SHA-256 it in one pass, fsynced (what any publish must do at least).
+Publish: the same plus targets/snapshot/timestamp signing, atomic writes, fsyncs, the lock and
+the audit line. The image comes from ../shared/bench/firmware_scenarios.py.
 
 Usage: bench/bench_publish.py [--size-mib 64] [--rounds 3]
 """
@@ -18,11 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from repository.create import init_dev  # noqa: E402
-from repository.fsutil import atomic_copy_hashed  # noqa: E402
-from repository.manager import OtaRepository  # noqa: E402
+from repository.create import init_dev
+from repository.fsutil import atomic_copy_hashed
+from repository.manager import OtaRepository
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "firmware_scenarios.py"
 
