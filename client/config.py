@@ -1,0 +1,245 @@
+"""The device configuration: one TOML file (for example /etc/ota-client.toml).
+
+Example::
+
+    device_id = "dev-0001"
+    hardware_id = "model-x"
+    data_dir = "/var/lib/ota-client"
+    trusted_root = "/etc/ota-client/root.json"
+
+    [server]
+    metadata_url = "https://ota.example.com/metadata/"
+    targets_url = "https://ota.example.com/targets/"
+    reports_url = "https://ota.example.com/api/v1/reports"
+    ca_bundle = "/etc/ota-client/ca.pem"
+    token_file = "/etc/ota-client/token"
+
+    [slots]
+    A = "/dev/mmcblk0p2"
+    B = "/dev/mmcblk0p3"
+
+    [boot]
+    max_tries = 3
+    health_check = ["/usr/libexec/ota-health-check"]
+
+Relative paths are resolved against the folder of the configuration file. Secrets (the token,
+the client key) are referenced by path, never written in the configuration itself.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from client.errors import ConfigError
+
+SLOT_NAMES = ("A", "B")
+_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    metadata_url: str
+    targets_url: str
+    reports_url: str | None = None
+    ca_bundle: Path | None = None
+    token_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_download_seconds: float = 3600.0
+    min_rate_bytes: int = 1024
+    min_rate_grace_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    max_tries: int = 3
+    health_check: tuple[str, ...] = ()
+    health_timeout: float = 120.0
+    backend: str = "file"
+    printenv: tuple[str, ...] = ("fw_printenv",)
+    setenv: tuple[str, ...] = ("fw_setenv",)
+    reboot_command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    interval: float = 3600.0
+    jitter: float = 600.0
+    max_backoff: float = 6 * 3600.0
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    device_id: str
+    hardware_id: str
+    data_dir: Path
+    trusted_root: Path
+    server: ServerConfig
+    slots: dict[str, Path]
+    boot: BootConfig = field(default_factory=BootConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+
+class _Reader:
+    """Typed access to one TOML table, naming the key in every error."""
+
+    def __init__(self, table: dict[str, Any], where: str, base: Path):
+        self.table = table
+        self.where = where
+        self.base = base
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def raw(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if key not in self.table:
+            if default is ...:
+                raise ConfigError(f"missing required setting {self._name(key)}")
+            return default
+        value = self.table[key]
+        if isinstance(value, bool) and kind is not bool:
+            raise ConfigError(f"{self._name(key)} must not be a boolean")
+        if not isinstance(value, kind):
+            raise ConfigError(f"{self._name(key)} has the wrong type ({type(value).__name__})")
+        return value
+
+    def text(self, key: str, default: Any = ...) -> Any:
+        value = self.raw(key, str, default)
+        if isinstance(value, str) and not value:
+            raise ConfigError(f"{self._name(key)} is empty")
+        return value
+
+    def ident(self, key: str) -> str:
+        value: str = self.text(key)
+        if not _ID.match(value):
+            raise ConfigError(f"{self._name(key)} must match [A-Za-z0-9_][A-Za-z0-9._+-]*")
+        return value
+
+    def path(self, key: str, default: Any = ...) -> Any:
+        value = self.text(key, default)
+        if value is None:
+            return None
+        return (self.base / value).resolve()
+
+    def url(self, key: str, default: Any = ...) -> Any:
+        value = self.text(key, default)
+        if value is None:
+            return None
+        if not value.startswith("https://"):
+            raise ConfigError(f"{self._name(key)} must be an https:// URL")
+        return value
+
+    def number(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+        value = float(self.raw(key, (int, float), default))
+        if value < minimum:
+            raise ConfigError(f"{self._name(key)} must be at least {minimum}")
+        return value
+
+    def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
+        value: int = self.raw(key, int, default)
+        if value < minimum:
+            raise ConfigError(f"{self._name(key)} must be at least {minimum}")
+        return value
+
+    def argv(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.raw(key, list, list(default))
+        if not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{self._name(key)} must be a list of non-empty strings (argv)")
+        return tuple(value)
+
+    def sub(self, key: str, *, required: bool = False) -> _Reader:
+        table = self.raw(key, dict, ... if required else {})
+        return _Reader(table, self._name(key), self.base)
+
+    def refuse_unknown(self, known: set[str]) -> None:
+        unknown = sorted(set(self.table) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting {self._name(unknown[0])}")
+
+
+def parse_config(data: dict[str, Any], base: Path) -> ClientConfig:
+    """Build a `ClientConfig` from a parsed TOML document.
+
+    Raises:
+        ConfigError: a setting is missing, unknown or has a bad value.
+    """
+    top = _Reader(data, "", base)
+    top.refuse_unknown({"device_id", "hardware_id", "data_dir", "trusted_root", "server",
+                        "slots", "boot", "agent"})
+    s = top.sub("server", required=True)
+    s.refuse_unknown({f for f in ServerConfig.__dataclass_fields__})
+    server = ServerConfig(
+        metadata_url=s.url("metadata_url"),
+        targets_url=s.url("targets_url"),
+        reports_url=s.url("reports_url", None),
+        ca_bundle=s.path("ca_bundle", None),
+        token_file=s.path("token_file", None),
+        client_cert=s.path("client_cert", None),
+        client_key=s.path("client_key", None),
+        connect_timeout=s.number("connect_timeout", 10.0, minimum=0.1),
+        read_timeout=s.number("read_timeout", 30.0, minimum=0.1),
+        max_download_seconds=s.number("max_download_seconds", 3600.0, minimum=1.0),
+        min_rate_bytes=s.integer("min_rate_bytes", 1024),
+        min_rate_grace_seconds=s.number("min_rate_grace_seconds", 30.0),
+    )
+    if (server.client_cert is None) != (server.client_key is None):
+        raise ConfigError("server.client_cert and server.client_key go together")
+    sl = top.sub("slots", required=True)
+    sl.refuse_unknown(set(SLOT_NAMES))
+    slots = {name: sl.path(name) for name in SLOT_NAMES}
+    if slots["A"] == slots["B"]:
+        raise ConfigError("slots.A and slots.B must be different")
+    b = top.sub("boot")
+    b.refuse_unknown({f for f in BootConfig.__dataclass_fields__})
+    backend = b.text("backend", "file")
+    if backend not in ("file", "uboot"):
+        raise ConfigError("boot.backend must be 'file' or 'uboot'")
+    boot = BootConfig(
+        max_tries=b.integer("max_tries", 3, minimum=1),
+        health_check=b.argv("health_check", ()),
+        health_timeout=b.number("health_timeout", 120.0, minimum=0.1),
+        backend=backend,
+        printenv=b.argv("printenv", ("fw_printenv",)),
+        setenv=b.argv("setenv", ("fw_setenv",)),
+        reboot_command=b.argv("reboot_command", ()),
+    )
+    a = top.sub("agent")
+    a.refuse_unknown({f for f in AgentConfig.__dataclass_fields__})
+    agent = AgentConfig(
+        interval=a.number("interval", 3600.0, minimum=0.1),
+        jitter=a.number("jitter", 600.0),
+        max_backoff=a.number("max_backoff", 6 * 3600.0, minimum=0.1),
+    )
+    return ClientConfig(
+        device_id=top.ident("device_id"),
+        hardware_id=top.ident("hardware_id"),
+        data_dir=top.path("data_dir"),
+        trusted_root=top.path("trusted_root"),
+        server=server,
+        slots=slots,
+        boot=boot,
+        agent=agent,
+    )
+
+
+def load_config(path: Path) -> ClientConfig:
+    """Read and validate the configuration file at `path`.
+
+    Raises:
+        ConfigError: the file cannot be read, is not TOML, or has a bad setting.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"configuration file not found: {path}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read configuration {path}: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"configuration {path} is not valid TOML: {e}") from e
+    return parse_config(data, path.resolve().parent)

@@ -1,0 +1,107 @@
+"""Streaming a verified target's bytes into a file descriptor, resumable with HTTP Range.
+
+The bytes are written where they will be used (the inactive slot), so a download and an install
+are one pass over the network data; python-tuf's `TargetFile.verify_length_and_hashes` judges
+them afterwards, read back from where they landed. This module only moves bytes and bounds them:
+a server sending more than the verified length is cut off and refused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from tuf.api import exceptions
+from tuf.api.metadata import TargetFile
+
+from client.errors import NetworkError, StorageError, VerificationError
+from client.testhooks import kill_point
+from client.tufclient import TufClient, wrap_tuf_error
+
+CHECKPOINT_BYTES = 8 * 1024 * 1024
+
+Progress = Callable[[int, int], None]
+Checkpoint = Callable[[int], None]
+
+
+class TooLongError(VerificationError):
+    """The server sent more bytes than the verified target's length."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def stream_target(
+    tuf: TufClient,
+    target: TargetFile,
+    fd: int,
+    *,
+    offset: int = 0,
+    checkpoint: Checkpoint | None = None,
+    progress: Progress | None = None,
+    checkpoint_bytes: int = CHECKPOINT_BYTES,
+) -> None:
+    """Write `target`'s bytes into `fd` (positioned at `offset`), resuming from `offset`.
+
+    `checkpoint(n)` is called after the first n bytes are durable (fdatasync), every
+    `checkpoint_bytes` and when the transfer stops early, so a later call can resume at n.
+
+    Raises:
+        TooLongError: the server sent more bytes than the verified length.
+        NetworkError: the transfer failed or ended early (resumable).
+        Interrupted: a stop was requested (resumable).
+        StorageError: the destination cannot be written.
+    """
+    length = target.length
+    offset = max(0, min(offset, length))
+    start, chunks = tuf.open_target(target, offset)
+    written = start
+    if start != offset:
+        os.lseek(fd, start, os.SEEK_SET)
+    durable = start
+    half_done = False
+
+    def save() -> None:
+        nonlocal durable
+        if checkpoint is not None and written != durable:
+            os.fdatasync(fd)
+            checkpoint(written)
+            durable = written
+
+    try:
+        for chunk in chunks:
+            if written + len(chunk) > length:
+                raise TooLongError(
+                    f"refused {target.path}: the server sent more than the {length} bytes "
+                    "the verified metadata lists"
+                )
+            _write_all(fd, chunk)
+            written += len(chunk)
+            if progress is not None:
+                progress(written, length)
+            if written - durable >= checkpoint_bytes:
+                save()
+                kill_point("download-checkpoint")
+            if not half_done and written * 2 >= length:
+                half_done = True
+                kill_point("download-mid")
+    except TooLongError:
+        raise
+    except exceptions.DownloadError as e:
+        save()
+        raise wrap_tuf_error(e, f"download of {target.path} failed") from e
+    except OSError as e:
+        raise StorageError(f"cannot write {target.path}: {e.strerror or e}") from e
+    except BaseException:
+        save()
+        raise
+    if written < length:
+        save()
+        raise NetworkError(
+            f"download of {target.path} ended early at {written} of {length} bytes "
+            "(it will resume)"
+        )

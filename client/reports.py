@@ -1,0 +1,88 @@
+"""Status reports to the server: queued on the device until the server accepts them.
+
+A report is written to `reports/` in the data directory first (atomically), then sent with
+`POST /api/v1/reports` and the device token. Only a 2xx answer removes it; anything else leaves
+it for the next flush. Sending never raises into the update or boot that produced the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tuf.api import exceptions
+
+from client.fetcher import DeviceFetcher
+from client.storage import atomic_write, ensure_private_dir, fsync_dir
+
+logger = logging.getLogger(__name__)
+
+MAX_QUEUED = 1000
+
+
+class ReportQueue:
+    """The on-disk queue.
+
+    Args:
+        folder: `reports/` in the data directory.
+        device_id: Sent in every report.
+    """
+
+    def __init__(self, folder: Path, device_id: str):
+        self.folder = folder
+        self.device_id = device_id
+
+    def pending(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.folder.glob("*.json") if not p.name.startswith("."))
+        except OSError:
+            return []
+
+    def enqueue(
+        self, *, event: str, result: str, installed_version: str | None, slot: str | None,
+        reason: str | None = None,
+    ) -> Path:
+        """Queue one report.
+
+        Raises:
+            StorageError: it cannot be written.
+        """
+        ensure_private_dir(self.folder)
+        body: dict[str, Any] = {
+            "device_id": self.device_id,
+            "installed_version": installed_version,
+            "slot": slot,
+            "result": result,
+            "reason": reason,
+            "event": event,
+        }
+        path = self.folder / f"{time.time_ns():020d}-{os.getpid()}.json"
+        atomic_write(path, json.dumps(body, sort_keys=True).encode())
+        for old in self.pending()[:-MAX_QUEUED]:  # bounded: drop the oldest
+            old.unlink(missing_ok=True)
+        return path
+
+    def flush(self, fetcher: DeviceFetcher, url: str | None, *, timeout: float = 10.0) -> int:
+        """Send queued reports in order until one is not accepted; returns how many were sent."""
+        if not url:
+            return 0
+        sent = 0
+        for path in self.pending():
+            try:
+                body = path.read_bytes()
+                status = fetcher.post_json(url, body, timeout=timeout)
+            except (OSError, exceptions.DownloadError) as e:
+                logger.info("report not sent (will retry): %s", e)
+                break
+            if not 200 <= status < 300:
+                logger.info("server did not accept a report (HTTP %d): will retry", status)
+                break
+            path.unlink(missing_ok=True)
+            sent += 1
+        if sent:
+            fsync_dir(self.folder)
+        return sent

@@ -1,0 +1,131 @@
+"""The device's install state: what each slot holds, the security counter, rejected images.
+
+`state.json` in the data directory records, for each slot, the verified `TargetFile` its image
+was installed from (length and hashes, so a slot is re-verified before every boot), and the
+firmware version and security counter of that image. Written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuf.api.metadata import TargetFile
+
+from client.config import SLOT_NAMES
+from client.errors import StorageError
+from client.firmware import Firmware, Version, parse_version
+from client.storage import read_json, write_json
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    """The verified target a slot's image was installed from."""
+
+    target: TargetFile
+    version: Version
+    security_counter: int
+
+    @classmethod
+    def of(cls, fw: Firmware) -> SlotRecord:
+        return cls(fw.target, fw.version, fw.security_counter)
+
+    @property
+    def version_text(self) -> str:
+        return ".".join(map(str, self.version))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.target.path,
+            "target": self.target.to_dict(),
+            "version": self.version_text,
+            "security_counter": self.security_counter,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SlotRecord:
+        target = TargetFile.from_dict(copy.deepcopy(data["target"]), data["path"])
+        return cls(target, parse_version(data["version"]), int(data["security_counter"]))
+
+
+@dataclass
+class DeviceState:
+    """Install state (mutable; save with `StateStore.save`)."""
+
+    slots: dict[str, SlotRecord | None] = field(
+        default_factory=lambda: dict.fromkeys(SLOT_NAMES)
+    )
+    security_counter: int = 0
+    rejected: list[dict[str, str]] = field(default_factory=list)
+
+    def is_rejected(self, target: TargetFile) -> bool:
+        mark = {"path": target.path, "sha256": target.hashes.get("sha256", "")}
+        return mark in self.rejected
+
+    def reject(self, target: TargetFile) -> None:
+        if not self.is_rejected(target):
+            self.rejected.append({"path": target.path, "sha256": target.hashes.get("sha256", "")})
+            del self.rejected[:-32]  # bounded
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "slots": {k: (v.to_dict() if v else None) for k, v in self.slots.items()},
+            "security_counter": self.security_counter,
+            "rejected": self.rejected,
+        }
+
+
+class StateStore:
+    """Reads and writes `state.json` (and the download resume record)."""
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / "state.json"
+        self.download_path = data_dir / "download.json"
+
+    def load(self) -> DeviceState:
+        """Raises:
+        StorageError: the state file is unreadable or malformed.
+        """
+        data = read_json(self.path, None)
+        if data is None:
+            return DeviceState()
+        try:
+            state = DeviceState(
+                slots={
+                    name: (SlotRecord.from_dict(data["slots"][name])
+                           if data["slots"].get(name) else None)
+                    for name in SLOT_NAMES
+                },
+                security_counter=int(data["security_counter"]),
+                rejected=[dict(r) for r in data.get("rejected", [])],
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise StorageError(f"{self.path} is malformed: {e}") from e
+        return state
+
+    def save(self, state: DeviceState) -> None:
+        """Raises:
+        StorageError: it cannot be written.
+        """
+        write_json(self.path, state.to_dict())
+
+    # -- download resume record ------------------------------------------------------------------
+
+    def load_download(self) -> dict[str, Any] | None:
+        """The resume record of an interrupted download, or None."""
+        try:
+            data = read_json(self.download_path, None)
+        except StorageError:
+            return None  # a torn record only costs a restart from zero
+        return data if isinstance(data, dict) else None
+
+    def save_download(self, record: dict[str, Any]) -> None:
+        write_json(self.download_path, record)
+
+    def clear_download(self) -> None:
+        try:
+            self.download_path.unlink(missing_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot remove {self.download_path}: {e.strerror}") from e

@@ -1,0 +1,227 @@
+"""The one place the client talks to python-tuf's ngclient.
+
+`TufClient` wraps `tuf.ngclient.Updater`: it refreshes metadata from the provisioned root,
+answers verified target lookups, lists the firmware published for a hardware model (a hint,
+read from the metadata files ngclient cached after verifying them), and streams target bytes.
+Every signature, threshold, version, expiry and length check on metadata is python-tuf's; only
+public APIs are used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+from tuf.api import exceptions
+from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets
+from tuf.api.serialization import DeserializationError
+from tuf.ngclient import Updater, UpdaterConfig
+
+from client.errors import MetadataError, NetworkError, StorageError, TargetNotFoundError
+from client.fetcher import DeviceFetcher
+
+logger = logging.getLogger(__name__)
+
+# A name no publisher uses: looking it up makes ngclient load (and verify) every delegated role
+# on the way to firmware/<hwid>/, which the listing then reads from ngclient's cache.
+LISTING_PROBE = ".ota-listing-probe"
+
+
+def wrap_tuf_error(e: Exception, doing: str) -> Exception:
+    """Translate a python-tuf or OS error into the client's own, once."""
+    if isinstance(e, exceptions.DownloadError):
+        return NetworkError(f"{doing}: {e}")
+    if isinstance(e, exceptions.RepositoryError):
+        return MetadataError(f"{doing}: {type(e).__name__}: {e}")
+    if isinstance(e, OSError):
+        return StorageError(f"{doing}: {e.strerror or e}")
+    return MetadataError(f"{doing}: {e}")
+
+
+class TufClient:
+    """Verified metadata and targets for one repository.
+
+    Args:
+        metadata_dir: ngclient's cache (inside the private data directory).
+        metadata_url: Base URL of the metadata.
+        targets_url: Base URL of the targets.
+        fetcher: Network access.
+        bootstrap: The provisioned trusted root's bytes. None trusts the cached root.json
+            (only for the conformance adapter, whose `init` copied the trusted root there).
+
+    Raises:
+        MetadataError: the trusted root does not load.
+        StorageError: the metadata directory cannot be written.
+    """
+
+    def __init__(
+        self,
+        metadata_dir: Path,
+        metadata_url: str,
+        targets_url: str | None,
+        fetcher: DeviceFetcher,
+        *,
+        bootstrap: bytes | None,
+        config: UpdaterConfig | None = None,
+    ):
+        self.metadata_dir = metadata_dir
+        self.targets_url = targets_url if not targets_url or targets_url.endswith("/") else (
+            targets_url + "/"
+        )
+        self.fetcher = fetcher
+        self._refreshed = False
+        try:
+            self._updater = Updater(
+                str(metadata_dir),
+                metadata_url,
+                None,
+                self.targets_url,
+                fetcher,
+                config,
+                bootstrap=bootstrap,
+            )
+        except (OSError, exceptions.RepositoryError, DeserializationError, ValueError) as e:
+            raise wrap_tuf_error(e, "cannot load the trusted root") from e
+
+    @property
+    def max_delegations(self) -> int:
+        return self._updater.config.max_delegations
+
+    def refresh(self) -> None:
+        """Refresh top-level metadata (client workflow 5.3 to 5.6), once per instance.
+
+        Raises:
+            NetworkError: the repository could not be reached.
+            MetadataError: python-tuf refused the metadata.
+            StorageError: the cache cannot be written.
+        """
+        if self._refreshed:
+            return
+        try:
+            self._updater.refresh()
+        except (OSError, exceptions.RepositoryError, exceptions.DownloadError) as e:
+            raise wrap_tuf_error(e, "metadata refresh failed") from e
+        self._refreshed = True
+
+    def find_target(self, path: str) -> TargetFile | None:
+        """The verified `TargetFile` for `path` (loading delegated roles as needed), or None.
+
+        Raises:
+            NetworkError, MetadataError, StorageError: as for `refresh`.
+        """
+        self.refresh()
+        try:
+            return self._updater.get_targetinfo(path)
+        except (OSError, exceptions.RepositoryError, exceptions.DownloadError) as e:
+            raise wrap_tuf_error(e, f"looking up {path} failed") from e
+
+    def get_target(self, path: str) -> TargetFile:
+        """Like `find_target`, but a missing target is an error.
+
+        Raises:
+            TargetNotFoundError: no role the client trusts lists `path`.
+        """
+        target = self.find_target(path)
+        if target is None:
+            raise TargetNotFoundError(f"{path} is not a target in the verified metadata")
+        return target
+
+    # -- listing (a hint: every candidate is looked up again with get_target) -----------------
+
+    def _cached(self, role: str) -> Metadata[Targets] | None:
+        """A role's metadata as ngclient cached it after verifying it in this session."""
+        path = self.metadata_dir / f"{quote(role, '')}.json"
+        try:
+            md = Metadata[Targets].from_bytes(path.read_bytes())
+        except (OSError, DeserializationError):
+            return None
+        if not isinstance(md.signed, Targets):
+            return None
+        return md
+
+    def _cached_snapshot(self) -> Snapshot:
+        try:
+            md = Metadata[Snapshot].from_bytes((self.metadata_dir / "snapshot.json").read_bytes())
+        except (OSError, DeserializationError) as e:
+            raise MetadataError("no verified snapshot in the metadata cache") from e
+        if not isinstance(md.signed, Snapshot):
+            raise MetadataError("cached snapshot.json is not snapshot metadata")
+        return md.signed
+
+    def list_under(self, prefix: str) -> list[TargetFile]:
+        """Targets whose path starts with `prefix` (which ends with "/"), first role wins.
+
+        Walks the delegation graph the way ngclient's lookup for `prefix` + a probe name does,
+        reading each visited role from ngclient's cache only if its version is the one the
+        verified snapshot names.
+
+        Raises:
+            NetworkError, MetadataError, StorageError: as for `refresh`.
+        """
+        probe = prefix + LISTING_PROBE
+        if self.find_target(probe) is not None:
+            raise MetadataError(f"a target is published at the reserved path {probe}")
+        snapshot = self._cached_snapshot()
+        found: dict[str, TargetFile] = {}
+        to_visit = [Targets.type]
+        visited: set[str] = set()
+        while to_visit and len(visited) <= self.max_delegations:
+            role = to_visit.pop()
+            if role in visited:
+                continue
+            visited.add(role)
+            meta = snapshot.meta.get(f"{role}.json")
+            md = self._cached(role)
+            if md is None or meta is None or md.signed.version != meta.version:
+                logger.debug("role %s not in the verified cache: not listed", role)
+                continue
+            for path, target in md.signed.targets.items():
+                if path.startswith(prefix):
+                    found.setdefault(path, target)
+            if md.signed.delegations is None:
+                continue
+            children = []
+            for child, terminating in md.signed.delegations.get_roles_for_target(probe):
+                children.append(child)
+                if terminating:
+                    to_visit = []
+                    break
+            to_visit.extend(reversed(children))
+        return list(found.values())
+
+    # -- target bytes ---------------------------------------------------------------------------
+
+    def target_url(self, target: TargetFile) -> str:
+        """The URL ngclient would download `target` from (hash-prefixed with consistent
+        snapshots, as the verified root says).
+
+        Raises:
+            MetadataError: no verified root in the cache.
+            ValueError: no targets URL configured.
+        """
+        if not self.targets_url:
+            raise ValueError("no targets URL configured")
+        try:
+            root = Metadata[Root].from_bytes((self.metadata_dir / "root.json").read_bytes())
+        except (OSError, DeserializationError) as e:
+            raise MetadataError("no verified root in the metadata cache") from e
+        consistent = isinstance(root.signed, Root) and root.signed.consistent_snapshot
+        path = target.get_prefixed_paths()[0] if consistent else target.path
+        return self.targets_url + quote(path)
+
+    def open_target(self, target: TargetFile, offset: int = 0) -> tuple[int, Iterator[bytes]]:
+        """Start streaming `target`'s bytes from `offset` (Range resume).
+
+        Returns:
+            The offset the stream really starts at, and the bytes.
+
+        Raises:
+            NetworkError: the transfer could not start.
+        """
+        url = self.target_url(target)
+        try:
+            return self.fetcher.fetch_from(url, offset)
+        except exceptions.DownloadError as e:
+            raise wrap_tuf_error(e, f"download of {target.path} failed") from e

@@ -1,0 +1,283 @@
+"""Checking for, downloading and installing firmware into the inactive slot.
+
+Order of durable steps (a power cut between any two leaves the committed slot bootable):
+
+1. the inactive slot's record is cleared (it no longer counts as holding anything);
+2. the image is streamed into the inactive slot (resume record checkpointed as it goes),
+   trimmed, fsynced, dropped from the page cache, read back and verified by python-tuf;
+3. the slot's record is written (the verified target, version, security counter);
+4. the boot control marks the slot `trial` with N tries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from client.bootctl import BootState
+from client.device import Device, other_slot
+from client.download import CHECKPOINT_BYTES, Progress, TooLongError, stream_target
+from client.errors import (
+    FirmwareFormatError,
+    MetadataError,
+    PolicyError,
+    StateError,
+    UpdateError,
+    VerificationError,
+)
+from client.firmware import Firmware, check_policy, hardware_prefix
+from client.state import SlotRecord
+from client.testhooks import kill_point
+from client.tufclient import TufClient
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckResult:
+    """The outcome of a check: the firmware to install, if any, and what was passed over."""
+
+    installed: SlotRecord
+    candidate: Firmware | None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "update_available": self.candidate is not None,
+            "installed_version": self.installed.version_text,
+            "candidate": None if self.candidate is None else {
+                "target": self.candidate.path,
+                "version": self.candidate.version_text,
+                "length": self.candidate.target.length,
+                "security_counter": self.candidate.security_counter,
+            },
+            "skipped": [{"target": p, "reason": r} for p, r in self.skipped],
+        }
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    installed: bool
+    from_version: str
+    version: str | None = None
+    slot: str | None = None
+    target: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "result": "installed" if self.installed else "no-update",
+            "from_version": self.from_version,
+            "version": self.version,
+            "slot": self.slot,
+            "target": self.target,
+            "reboot_required": self.installed,
+        }
+
+
+def _installed(device: Device) -> tuple[SlotRecord, int, BootState]:
+    state, boot = device.load()
+    record = state.slots[boot.active]
+    if record is None:
+        raise StateError("this device is not provisioned: run `ota-client provision` first")
+    return record, max(state.security_counter, record.security_counter), boot
+
+
+def find_update(device: Device, tuf: TufClient) -> CheckResult:
+    """Pick the newest acceptable firmware for this device from verified metadata.
+
+    The listing is a hint; the chosen target is looked up again through ngclient and must be
+    identical, and the policy runs on that verified `TargetFile`.
+
+    Raises:
+        StateError: the device is not provisioned.
+        MetadataError: the listing disagrees with the verified lookup.
+        NetworkError, StorageError: as for a metadata refresh.
+    """
+    installed, counter, _ = _installed(device)
+    state = device.store.load()
+    hwid = device.config.hardware_id
+    result = CheckResult(installed, None)
+    acceptable: list[Firmware] = []
+    for target in sorted(tuf.list_under(hardware_prefix(hwid)), key=lambda t: t.path):
+        try:
+            fw = Firmware.from_target(target)
+            check_policy(fw, hardware_id=hwid, installed=installed.version,
+                         security_counter=counter)
+        except FirmwareFormatError as e:
+            result.skipped.append((target.path, str(e)))
+            continue
+        except PolicyError as e:
+            if not (fw.version <= installed.version):
+                result.skipped.append((target.path, str(e)))
+            continue
+        if state.is_rejected(target):
+            result.skipped.append((target.path, "rolled back on this device before"))
+            continue
+        acceptable.append(fw)
+    if not acceptable:
+        return result
+    best = max(acceptable, key=lambda f: f.version)
+    verified = tuf.get_target(best.path)
+    if verified != best.target:
+        raise MetadataError(f"the listing of {best.path} disagrees with the verified lookup")
+    fw = Firmware.from_target(verified)
+    check_policy(fw, hardware_id=hwid, installed=installed.version, security_counter=counter)
+    result.candidate = fw
+    return result
+
+
+def check(device: Device) -> CheckResult:
+    """`ota-client check`: refresh metadata and say whether an update is available.
+
+    Raises:
+        UpdateError: metadata could not be refreshed or verified, or the device state is bad.
+    """
+    with device.lock():
+        tuf = device.tuf()
+        try:
+            result = find_update(device, tuf)
+        except UpdateError as e:
+            device.events.append("check", result="failed", reason=str(e))
+            raise
+        device.events.append(
+            "check",
+            result="update-available" if result.candidate else "no-update",
+            from_version=result.installed.version_text,
+            to_version=result.candidate.version_text if result.candidate else None,
+            target=result.candidate.path if result.candidate else None,
+        )
+    device.flush_reports()
+    return result
+
+
+def explicit_firmware(device: Device, tuf: TufClient, path: str) -> Firmware:
+    """The firmware at `path`, verified and accepted by policy.
+
+    Raises:
+        TargetNotFoundError: the verified metadata does not list it.
+        FirmwareFormatError, PolicyError: it is malformed or not acceptable.
+    """
+    installed, counter, _ = _installed(device)
+    fw = Firmware.from_target(tuf.get_target(path))
+    check_policy(fw, hardware_id=device.config.hardware_id, installed=installed.version,
+                 security_counter=counter)
+    return fw
+
+
+def _resume_offset(device: Device, key: dict[str, Any]) -> int:
+    record = device.store.load_download()
+    if record is None or {k: record.get(k) for k in key} != key:
+        return 0
+    offset = record.get("offset", 0)
+    return offset if isinstance(offset, int) and offset >= 0 else 0
+
+
+def install(device: Device, tuf: TufClient, fw: Firmware, *,
+            progress: Progress | None = None) -> str:
+    """Stream `fw` into the inactive slot, verify it there and mark it for a trial boot.
+
+    Returns:
+        The slot it was installed into.
+
+    Raises:
+        StateError: a trial boot is already pending.
+        VerificationError: the bytes in the slot do not match the verified target.
+        NetworkError, Interrupted: the download stopped (it resumes next time).
+        StorageError: the slot or the state cannot be written.
+    """
+    state, boot = device.load()
+    if boot.trial is not None:
+        raise StateError(
+            f"slot {boot.trial} is waiting for its trial boot: reboot (ota-client boot) first"
+        )
+    name = other_slot(boot.active)
+    slot = device.slots[name]
+    target = fw.target
+    if state.slots[name] is not None:
+        state.slots[name] = None  # 1. from here on the slot holds nothing trusted
+        device.store.save(state)
+    kill_point("install-slot-cleared")
+    key = {"slot": name, "path": target.path, "target": target.to_dict()}
+    offset = _resume_offset(device, key)
+    if offset == 0:
+        device.store.save_download({**key, "offset": 0})
+    device.events.append("download", result="started", target=target.path,
+                         to_version=fw.version_text, slot=name, reason=f"from byte {offset}")
+
+    def checkpoint(n: int) -> None:
+        device.store.save_download({**key, "offset": n})
+
+    step = min(CHECKPOINT_BYTES, max(256 * 1024, target.length // 8))
+    fd = slot.open_for_write(offset)
+    try:
+        stream_target(tuf, target, fd, offset=offset, checkpoint=checkpoint,
+                      progress=progress, checkpoint_bytes=step)
+        slot.finish_write(fd, target.length)  # 2. durable, then read back from the medium
+    except TooLongError as e:
+        device.store.clear_download()
+        _refused(device, fw, name, e)
+        raise
+    finally:
+        os.close(fd)
+    kill_point("install-written")
+    try:
+        slot.verify(target)
+    except VerificationError as e:
+        device.store.clear_download()  # never resume onto bytes that did not verify
+        _refused(device, fw, name, e)
+        raise VerificationError(f"refused {target.path}: {e}") from e
+    device.store.clear_download()
+    state.slots[name] = SlotRecord.of(fw)  # 3.
+    device.store.save(state)
+    kill_point("install-recorded")
+    device.bootctl.write(BootState(boot.active, name, device.config.boot.max_tries))  # 4.
+    kill_point("install-trial-set")
+    return name
+
+
+def _refused(device: Device, fw: Firmware, slot: str, error: Exception) -> None:
+    device.events.append("verify", result="failed", target=fw.path, to_version=fw.version_text,
+                         slot=slot, reason=str(error))
+    device.report("install", "failed", None, slot, str(error))
+
+
+def update(device: Device, *, target_path: str | None = None,
+           progress: Progress | None = None) -> UpdateResult:
+    """`ota-client update`: check, then download, verify and install the update if any.
+
+    Raises:
+        UpdateError: anything refused or failed; the committed slot is untouched.
+    """
+    with device.lock():
+        tuf = device.tuf()
+        try:
+            if target_path is not None:
+                installed = _installed(device)[0]
+                fw: Firmware | None = explicit_firmware(device, tuf, target_path)
+            else:
+                found = find_update(device, tuf)
+                installed, fw = found.installed, found.candidate
+        except UpdateError as e:
+            device.events.append("check", result="refused" if isinstance(
+                e, (PolicyError, FirmwareFormatError)) else "failed", target=target_path,
+                reason=str(e))
+            raise
+        if fw is None:
+            device.events.append("check", result="no-update", from_version=installed.version_text)
+            return UpdateResult(False, installed.version_text)
+        try:
+            slot = install(device, tuf, fw, progress=progress)
+        except VerificationError:
+            raise
+        except UpdateError as e:
+            device.events.append("download", result="failed", target=fw.path,
+                                 to_version=fw.version_text, reason=str(e))
+            raise
+        device.events.append("install", result="ok", target=fw.path, slot=slot,
+                             from_version=installed.version_text, to_version=fw.version_text)
+        device.report("install", "installed", installed.version_text, slot,
+                      f"{fw.version_text} installed in slot {slot}; waiting for a trial boot")
+    device.flush_reports()
+    return UpdateResult(True, installed.version_text, fw.version_text, slot, fw.path)
