@@ -264,6 +264,6 @@ def _find_hsm_signer(uri: str, candidates: dict[str, Key]) -> Signer:
     probe = b"secure-ota key probe"
     try:
         key.verify_signature(signer.sign(probe), probe)
-    except Exception as e:  # noqa: BLE001 - python-pkcs11 raises many types; mapped to one line
+    except Exception as e:
         raise KeyError_(describe_hsm_error(uri, e) or describe_signer_error(uri, e)) from e
     return signer
