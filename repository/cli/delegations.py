@@ -1,0 +1,185 @@
+"""Changes to offline roles, each staged as a signing request: rotate keys, renew, delegate,
+revoke, hash bins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from repository import delegations, hashbins, rotation
+from repository.cli._base import Context, cli, pass_ctx
+from repository.cli._reqfmt import (
+    PUBLISH,
+    SIGN_WITH,
+    add_extra_signers,
+    extend_roles,
+    finish,
+    pub_keys,
+)
+from repository.keys import public_key_from_file
+from repository.layout import TOP_LEVEL_ROLES
+from repository.signing import SigningRequest
+
+_PUB = click.Path(dir_okay=False, path_type=Path)
+
+
+@cli.command("rotate")
+@click.argument("role")
+@click.option("--add-key", "add", multiple=True, type=_PUB, help="Public key file to add (repeat).")
+@click.option(
+    "--remove-key", "remove", multiple=True, help="Keyid (or 8+ hex digit prefix) to remove."
+)
+@click.option("--threshold", type=int, help="New threshold of ROLE.")
+@click.option("--uri", "online_uri", help="Signer URI of a new snapshot/timestamp key (server).")
+@click.option(
+    "--clear-targets", is_flag=True, help="Delegated role: drop its targets (after a compromise)."
+)
+@click.option("--allow-single-root-key", is_flag=True, help="Accept a root threshold of 1.")
+@SIGN_WITH
+@PUBLISH
+@pass_ctx
+def rotate_cmd(
+    ctx: Context,
+    role: str,
+    add: tuple[Path, ...],
+    remove: tuple[str, ...],
+    threshold: int | None,
+    online_uri: str | None,
+    clear_targets: bool,
+    allow_single_root_key: bool,
+    sign_with: tuple[str, ...],
+    publish_now: bool,
+) -> None:
+    """Add or remove keys of ROLE or change its threshold (a signing request).
+
+    For root, targets, snapshot and timestamp this is a new root version (root needs both the
+    previous and the new root's threshold); for a delegated role, a new targets version.
+    """
+    repo = ctx.open()
+    keys = pub_keys(add)
+    add_extra_signers(repo, sign_with, keys)
+    if role in TOP_LEVEL_ROLES:
+        if clear_targets:
+            raise click.UsageError("--clear-targets applies to delegated roles only")
+
+        def make() -> SigningRequest:
+            return rotation.change_top_level_keys(
+                repo,
+                role,
+                add=keys,
+                remove=remove,
+                threshold=threshold,
+                online_uri=online_uri,
+                allow_single_root_key=allow_single_root_key,
+            )
+
+    else:
+        if online_uri:
+            raise click.UsageError("--uri applies to snapshot and timestamp keys only")
+        extend_roles(repo, [role])
+
+        def make() -> SigningRequest:
+            return delegations.change_keys(
+                repo,
+                role,
+                add=keys,
+                remove=remove,
+                threshold=threshold,
+                clear_targets=clear_targets,
+            )
+
+    finish(repo, make, publish_now)
+
+
+@cli.command("renew")
+@click.argument("role")
+@click.option("--days", type=int, help="New expiry period of ROLE, in days, from now on.")
+@SIGN_WITH
+@PUBLISH
+@pass_ctx
+def renew_cmd(
+    ctx: Context, role: str, days: int | None, sign_with: tuple[str, ...], publish_now: bool
+) -> None:
+    """Re-sign an offline ROLE with a fresh expiry (a signing request)."""
+    repo = ctx.open()
+    add_extra_signers(repo, sign_with, [])
+    finish(repo, lambda: rotation.renew(repo, role, days=days), publish_now)
+
+
+@cli.command("delegate")
+@click.argument("role")
+@click.option(
+    "--paths",
+    "paths",
+    multiple=True,
+    required=True,
+    help="Path pattern, e.g. 'firmware/model-x/*'.",
+)
+@click.option("--key", "key_files", multiple=True, required=True, type=_PUB, help="Publisher key.")
+@click.option("--threshold", type=int, default=1, show_default=True)
+@click.option("--terminating", is_flag=True, help="Stop the search here for matching paths.")
+@SIGN_WITH
+@PUBLISH
+@pass_ctx
+def delegate_cmd(
+    ctx: Context,
+    role: str,
+    paths: tuple[str, ...],
+    key_files: tuple[Path, ...],
+    threshold: int,
+    terminating: bool,
+    sign_with: tuple[str, ...],
+    publish_now: bool,
+) -> None:
+    """Delegate path PATTERNS to a publisher's ROLE (a signing request on targets).
+
+    A '*' matches within one path segment: 'firmware/model-x/*', not 'firmware/*'.
+    """
+    repo = ctx.open()
+    keys = [public_key_from_file(p) for p in key_files]
+    add_extra_signers(repo, sign_with, [])
+    warnings: list[str] = []
+
+    def make() -> SigningRequest:
+        req, found = delegations.delegate(
+            repo, role, paths=paths, keys=keys, threshold=threshold, terminating=terminating
+        )
+        warnings.extend(found)
+        return req
+
+    finish(repo, make, publish_now, warnings)
+
+
+@cli.command("revoke")
+@click.argument("role")
+@SIGN_WITH
+@PUBLISH
+@pass_ctx
+def revoke_cmd(ctx: Context, role: str, sign_with: tuple[str, ...], publish_now: bool) -> None:
+    """Remove the delegation to ROLE: its metadata and keys stop counting (a signing request)."""
+    repo = ctx.open()
+    add_extra_signers(repo, sign_with, [])
+    finish(repo, lambda: delegations.revoke(repo, role), publish_now)
+
+
+@cli.command("hash-bins")
+@click.argument("bins", type=int)
+@click.option("--key", "key_file", type=_PUB, help="Bins' online public key (default: snapshot's).")
+@click.option("--uri", help="Signer URI of --key on this server.")
+@SIGN_WITH
+@PUBLISH
+@pass_ctx
+def hash_bins_cmd(
+    ctx: Context,
+    bins: int,
+    key_file: Path | None,
+    uri: str | None,
+    sign_with: tuple[str, ...],
+    publish_now: bool,
+) -> None:
+    """Delegate every target path to BINS succinct hash bins signed by an online key (TAP 15)."""
+    repo = ctx.open()
+    key = public_key_from_file(key_file) if key_file else None
+    add_extra_signers(repo, sign_with, [])
+    finish(repo, lambda: hashbins.enable(repo, bins, key=key, uri=uri), publish_now)

@@ -1,0 +1,181 @@
+"""Delegations to publishers: add, revoke, and change a delegated role's keys.
+
+Each is a change to targets (offline), so each becomes a signing request. A key change also
+carries the delegated role's next version, signed by its new keys, so devices never see the
+role signed by keys its delegation no longer lists (`clear_targets` empties it, for a compromise).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from securesystemslib.signer import Key
+from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Targets
+
+from repository.errors import BadInputError
+from repository.layout import TOP_LEVEL_ROLES
+from repository.manager import OtaRepository
+from repository.rotation import check_threshold, resolve_keyid
+from repository.signing import ROLE_NAME, SigningRequest
+from repository.staging import next_version, stage
+
+logger = logging.getLogger(__name__)
+RESERVED_PREFIX = "bins"
+
+
+def validate_pattern(pattern: str) -> str:
+    """A delegation path pattern: relative, no empty, '.' or '..' segments.
+
+    Raises:
+        BadInputError: a pattern that would match nothing sensible, or too much.
+    """
+    if not pattern or pattern.startswith("/") or "\\" in pattern:
+        raise BadInputError(
+            f"bad path pattern {pattern!r}: relative patterns like firmware/model-x/*"
+        )
+    if any(seg in ("", ".", "..") for seg in pattern.split("/")):
+        raise BadInputError(f"bad path pattern {pattern!r}: empty, '.' or '..' segment")
+    return pattern
+
+
+def _segments_overlap(a: str, b: str) -> bool:
+    return fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a) or ("*" in a and "*" in b)
+
+
+def patterns_overlap(a: str, b: str) -> bool:
+    """Whether some path could match both patterns (a `*` matches within one segment).
+
+    Conservative: two wildcard segments are taken to overlap.
+    """
+    sa, sb = a.split("/"), b.split("/")
+    return len(sa) == len(sb) and all(_segments_overlap(x, y) for x, y in zip(sa, sb, strict=True))
+
+
+def overlaps(targets: Targets, name: str, paths: Sequence[str]) -> list[str]:
+    """Warnings for every pattern of `name` that overlaps another delegation's pattern."""
+    warnings = []
+    roles = targets.delegations.roles if targets.delegations else None
+    for other, role in (roles or {}).items():
+        if other == name:
+            continue
+        for mine in paths:
+            for theirs in role.paths or []:
+                if patterns_overlap(mine, theirs):
+                    warnings.append(
+                        f"{name} path {mine} overlaps {other} path {theirs}: a device asks "
+                        f"{'the first listed role' if not role.terminating else other} first"
+                    )
+    return warnings
+
+
+def _editable(repo: OtaRepository) -> tuple[Metadata[Any], Targets]:
+    md = next_version(repo, Targets.type)
+    targets = md.signed
+    assert isinstance(targets, Targets)
+    if targets.delegations is not None and targets.delegations.succinct_roles is not None:
+        raise BadInputError(
+            "targets delegates to hash bins: publishers' delegations cannot be added next to them"
+        )
+    return md, targets
+
+
+def delegate(
+    repo: OtaRepository,
+    name: str,
+    *,
+    paths: Sequence[str],
+    keys: Sequence[Key],
+    threshold: int,
+    terminating: bool = False,
+) -> tuple[SigningRequest, list[str]]:
+    """Stage targets' next version delegating `paths` to `name` (caller holds the lock).
+
+    Returns:
+        The request and overlap warnings.
+
+    Raises:
+        BadInputError: bad name, pattern, keys or threshold, or the role exists.
+    """
+    if not ROLE_NAME.match(name) or name in TOP_LEVEL_ROLES or name.startswith(RESERVED_PREFIX):
+        raise BadInputError(f"bad role name {name!r}")
+    if not paths:
+        raise BadInputError("a delegation needs at least one --paths pattern")
+    for p in paths:
+        validate_pattern(p)
+    keyids = [k.keyid for k in keys]
+    if len(set(keyids)) != len(keyids):
+        raise BadInputError(f"{name}: the same key is given twice")
+    check_threshold(name, keyids, threshold)
+    md, targets = _editable(repo)
+    if targets.delegations is None:
+        targets.delegations = Delegations(keys={}, roles={})
+    assert targets.delegations.roles is not None
+    if name in targets.delegations.roles:
+        raise BadInputError(f"{name} is delegated already (change its keys with 'ota-repo rotate')")
+    warnings = overlaps(targets, name, paths)
+    targets.delegations.roles[name] = DelegatedRole(name, [], threshold, terminating, list(paths))
+    for key in keys:
+        targets.add_key(key, name)
+    return stage(repo, {Targets.type: md}), warnings
+
+
+def revoke(repo: OtaRepository, name: str) -> SigningRequest:
+    """Stage targets' next version without the delegation to `name` (caller holds the lock).
+
+    Raises:
+        BadInputError: `name` is not delegated.
+    """
+    md, targets = _editable(repo)
+    roles = targets.delegations.roles if targets.delegations else None
+    if not roles or name not in roles:
+        raise BadInputError(f"unknown role {name!r}: targets does not delegate to it")
+    for keyid in list(roles[name].keyids):
+        targets.revoke_key(keyid, name)
+    del roles[name]
+    if not roles:
+        targets.delegations = None
+    return stage(repo, {Targets.type: md})
+
+
+def change_keys(
+    repo: OtaRepository,
+    name: str,
+    *,
+    add: Sequence[Key] = (),
+    remove: Sequence[str] = (),
+    threshold: int | None = None,
+    clear_targets: bool = False,
+) -> SigningRequest:
+    """Stage a key change of delegated role `name`: targets' next version plus the role's next
+    version (to be signed by the new keys). Caller holds the lock.
+
+    Raises:
+        BadInputError: unknown role, key already present or absent, bad threshold.
+    """
+    md, targets = _editable(repo)
+    roles = targets.delegations.roles if targets.delegations else None
+    if not roles or name not in roles:
+        raise BadInputError(f"unknown role {name!r}: targets does not delegate to it")
+    if not (add or remove or threshold is not None or clear_targets):
+        raise BadInputError("nothing to change: give --add-key, --remove-key or --threshold")
+    for key in add:
+        if key.keyid in roles[name].keyids:
+            raise BadInputError(f"key {key.keyid[:12]} is already a {name} key")
+        targets.add_key(key, name)
+    assert targets.delegations is not None
+    for given in remove:
+        keyid = resolve_keyid({k: targets.delegations.keys[k] for k in roles[name].keyids}, given)
+        targets.revoke_key(keyid, name)
+    if threshold is not None:
+        roles[name].threshold = threshold
+    check_threshold(name, roles[name].keyids, roles[name].threshold)
+    new: dict[str, Metadata[Any]] = {Targets.type: md}
+    role_md = next_version(repo, name)
+    if clear_targets:
+        assert isinstance(role_md.signed, Targets)
+        role_md.signed.targets.clear()
+    new[name] = role_md
+    return stage(repo, new)
