@@ -1,0 +1,89 @@
+"""The shipped gunicorn configuration: TLS, optional mutual TLS, workers, timeouts.
+
+    OTA_REPO=/srv/ota OTA_TLS_CERT=/etc/ota/server.pem OTA_TLS_KEY=/etc/ota/server.key \\
+        gunicorn -c python:repository.server.gunicorn_conf 'repository.server:create_app()'
+
+Environment (all optional except the certificate):
+    OTA_BIND          address:port to listen on (default 127.0.0.1:8443)
+    OTA_TLS_CERT      server certificate chain (PEM)
+    OTA_TLS_KEY       its private key (PEM, readable only by the server user)
+    OTA_DEVICE_CA     CA bundle that issues device certificates: turns on mutual TLS
+    OTA_MTLS          "required" (default when OTA_DEVICE_CA is set) or "optional"
+                      (devices without a certificate may still use a bearer token)
+    OTA_WORKERS       worker processes (default: CPU count)
+    OTA_THREADS       threads per worker (default 8)
+    OTA_PLAINTEXT=1   serve plain HTTP (only behind a TLS-terminating proxy on loopback)
+    OTA_PIDFILE       write the master's PID here
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import sys
+from typing import Any
+
+
+def _fail(message: str) -> None:
+    print(f"ota-server: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        _fail(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+bind = [os.environ.get("OTA_BIND", "127.0.0.1:8443")]
+worker_class = "gthread"  # keep-alive connections: one TLS handshake per device visit
+workers = _int_env("OTA_WORKERS", os.cpu_count() or 2)
+threads = _int_env("OTA_THREADS", 8)
+timeout = 60  # a worker stuck this long is restarted
+graceful_timeout = 30
+keepalive = 15
+backlog = 1024
+preload_app = True  # a bad repository or setting stops the start, once, with one message
+max_requests = 0
+limit_request_line = 2048
+limit_request_fields = 50
+limit_request_field_size = 8190
+accesslog = None  # the request audit (.ota/server-audit.log) records every request
+errorlog = "-"
+loglevel = "info"
+proc_name = "ota-server"
+pidfile = os.environ.get("OTA_PIDFILE") or None
+
+if os.environ.get("OTA_PLAINTEXT") == "1":
+    certfile = None
+    keyfile = None
+else:
+    certfile = os.environ.get("OTA_TLS_CERT")
+    keyfile = os.environ.get("OTA_TLS_KEY")
+    if not certfile or not keyfile:
+        _fail(
+            "set OTA_TLS_CERT and OTA_TLS_KEY (or OTA_PLAINTEXT=1 behind a TLS-terminating proxy)"
+        )
+    for _path in (certfile, keyfile):
+        if not os.path.isfile(str(_path)):
+            _fail(f"TLS file not found: {_path}")
+
+_device_ca = os.environ.get("OTA_DEVICE_CA")
+if _device_ca:
+    if not os.path.isfile(_device_ca):
+        _fail(f"device CA not found: {_device_ca}")
+    _mode = os.environ.get("OTA_MTLS", "required")
+    if _mode not in ("required", "optional"):
+        _fail(f"OTA_MTLS must be 'required' or 'optional', not {_mode!r}")
+    ca_certs = _device_ca
+    cert_reqs = ssl.CERT_REQUIRED if _mode == "required" else ssl.CERT_OPTIONAL
+
+
+def ssl_context(conf: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
+    """TLS 1.2 or newer only; everything else as gunicorn's default context."""
+    context: ssl.SSLContext = default_ssl_context_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
