@@ -1,0 +1,155 @@
+"""`ota-publish add`: a firmware image (and its deltas) into the publisher's delegated role.
+
+The publisher signs the role's next version with their own key. Before anything is signed, every
+target path must fall inside the role's delegation; before anything is written, the signed
+version passes the same check the server applies (`validate_delegated_update`: the delegator's
+keys and threshold, exactly the next version, not expired, paths inside the delegation). Then
+target files, the role, snapshot and timestamp are written in that order under the writer lock.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from tuf.api.metadata import Metadata, TargetFile, Targets
+
+from repository.errors import BadInputError
+from repository.keys import find_signer
+from repository.manager import OtaRepository
+from repository.publisher.cli import cli
+from repository.publisher.firmware import FirmwareRelease, describe_file
+from repository.staging import next_version
+from repository.targetfiles import store_target_file
+
+
+def delegated_paths(repo: OtaRepository, role: str) -> Any:
+    """The DelegatedRole of `role` in the published targets.
+
+    Raises:
+        BadInputError: targets does not delegate `role` by name.
+    """
+    targets = repo.current_metadata(Targets.type).signed
+    assert isinstance(targets, Targets)
+    roles = targets.delegations.roles if targets.delegations else None
+    if not roles or role not in roles:
+        raise BadInputError(f"unknown role {role!r}: targets does not delegate to it")
+    return roles[role]
+
+
+def build_update(
+    repo: OtaRepository, role: str, uri: str, files: list[tuple[Path, str, dict[str, Any]]]
+) -> tuple[Metadata[Targets], list[TargetFile]]:
+    """The role's next version with `files` added, signed with the key at `uri`.
+
+    Raises:
+        BadInputError: unknown role, or a target outside the delegation (checked before signing).
+        KeyError_: the key at `uri` is not one of the role's keys.
+    """
+    delegated = delegated_paths(repo, role)
+    outside = [p for _, p, _ in files if not delegated.is_delegated_path(p)]
+    if outside:
+        raise BadInputError(
+            f"{', '.join(outside)} is outside {role}'s delegation "
+            f"({', '.join(delegated.paths or [])}): refused before signing"
+        )
+    signer = find_signer(uri, repo.keys_for(role))
+    infos = [describe_file(local, path, custom) for local, path, custom in files]
+    md: Metadata[Targets] = next_version(repo, role)
+    for tf in infos:
+        md.signed.targets[tf.path] = tf
+    md.sign(signer, append=True)
+    return md, infos
+
+
+def publish_local(
+    repo: OtaRepository, role: str, uri: str, files: list[tuple[Path, str, dict[str, Any]]]
+) -> Metadata[Targets]:
+    """Sign and publish `files` in `role` of the local repository `repo`.
+
+    Raises:
+        BadInputError: as `build_update`, or the signed version fails validation; nothing is
+            written.
+        ThresholdError: the role needs more signatures than this key's; nothing is written.
+    """
+    with repo.writing("publish") as details:
+        md, infos = build_update(repo, role, uri, files)
+        repo.validate_delegated_update(role, md)
+        for (local, path, custom), expected in zip(files, infos, strict=True):
+            stored = store_target_file(repo.paths.targets, local, path, custom)
+            if stored.hashes != expected.hashes or stored.length != expected.length:
+                raise BadInputError(f"{local} changed while it was being published")
+        repo.write(role, md)
+        repo.publish_snapshot_and_timestamp()
+        details["role"] = role
+        details["targets_added"] = [tf.path for tf in infos]
+    return md
+
+
+@cli.command("add")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--hwid", required=True, help="Hardware model id, e.g. model-x.")
+@click.option("--version", "version", required=True, help="Firmware version, e.g. 1.4.2.")
+@click.option("--security-counter", type=int, default=0, show_default=True)
+@click.option(
+    "--delta-from",
+    "deltas",
+    multiple=True,
+    type=(str, click.Path(path_type=Path)),
+    metavar="VERSION FILE",
+    help="A delta that rebuilds this image from VERSION (repeat).",
+)
+@click.option("--name", default="fw", show_default=True, help="Image name in the target path.")
+@click.option("--role", required=True, help="Your delegated role, e.g. firmware-model-x.")
+@click.option("--key", "uri", required=True, help="Signer URI of your key (encfile:, hsm:, ...).")
+@click.option("--repo", "repo_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--server", "server_url", help="Update server URL to upload to instead.")
+@click.option("--root", "trusted_root", type=click.Path(path_type=Path), help="With --server.")
+@click.option("--token-file", type=click.Path(path_type=Path), help="With --server.")
+@click.option("--ca-bundle", type=click.Path(path_type=Path), help="With --server.")
+@click.option("--json", "as_json", is_flag=True)
+def add(
+    file: Path,
+    hwid: str,
+    version: str,
+    security_counter: int,
+    deltas: tuple[tuple[str, Path], ...],
+    name: str,
+    role: str,
+    uri: str,
+    repo_dir: Path | None,
+    server_url: str | None,
+    trusted_root: Path | None,
+    token_file: Path | None,
+    ca_bundle: Path | None,
+    as_json: bool,
+) -> None:
+    """Publish firmware FILE for hardware model --hwid in your delegated --role."""
+    if (repo_dir is None) == (server_url is None):
+        raise click.UsageError("give exactly one of --repo DIR or --server URL")
+    release = FirmwareRelease(file, hwid, version, security_counter, list(deltas), name)
+    files = release.files()
+    if repo_dir is not None:
+        md = publish_local(OtaRepository.load(repo_dir), role, uri, files)
+        where = str(repo_dir)
+    else:
+        from repository.publisher.remote import publish_remote  # needs the server's client
+
+        assert server_url is not None
+        md = publish_remote(
+            server_url,
+            role,
+            uri,
+            files,
+            trusted_root=trusted_root,
+            token_file=token_file,
+            ca_bundle=ca_bundle,
+        )
+        where = server_url
+    paths = [p for _, p, _ in files]
+    if as_json:
+        click.echo(json.dumps({"role": role, "version": md.signed.version, "targets": paths}))
+    else:
+        click.echo(f"published {', '.join(paths)} in {role} v{md.signed.version} ({where})")

@@ -1,0 +1,137 @@
+"""`ota-publish add --server`: build the role's next version from the server's *verified* state.
+
+The publisher reads the server's metadata with a real ngclient from the root it trusts (never a
+root downloaded on first use), so a server cannot slip targets into what the publisher signs.
+The new version is signed here and uploaded with `repository.publisher.upload.upload_role`; the
+server checks it with `validate_delegated_update` before it publishes anything.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from tuf.api.exceptions import DownloadHTTPError
+from tuf.api.exceptions import RepositoryError as TufRepositoryError
+from tuf.api.metadata import Metadata, Targets
+from tuf.ngclient import FetcherInterface, Updater
+
+from repository.errors import BadInputError, RepositoryError
+from repository.keys import find_signer
+from repository.layout import DEFAULT_EXPIRY_DAYS
+from repository.publisher.firmware import describe_file
+
+_CHUNK = 256 * 1024
+
+
+class _Fetcher(FetcherInterface):
+    """Moves bytes for ngclient over HTTPS with the publisher's token and CA; judges nothing."""
+
+    def __init__(self, token: str | None, ca_bundle: Path | None) -> None:
+        self._session = requests.Session()
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+        self._verify: str | bool = str(ca_bundle) if ca_bundle else True
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        try:
+            resp = self._session.get(url, stream=True, timeout=30, verify=self._verify)
+        except requests.RequestException as e:
+            raise DownloadHTTPError(f"cannot reach {url}: {type(e).__name__}", 0) from e
+        if resp.status_code != 200:
+            resp.close()
+            raise DownloadHTTPError(f"{url}: HTTP {resp.status_code}", resp.status_code)
+        return resp.iter_content(_CHUNK)
+
+
+def current_role(
+    server_url: str, role: str, probe_path: str, bootstrap: bytes, fetcher: FetcherInterface
+) -> tuple[Targets, Metadata[Targets] | None]:
+    """The server's targets and current version of `role` (None: not yet), verified from
+    `bootstrap`.
+
+    Raises:
+        RepositoryError: the server's metadata does not verify.
+    """
+    base = server_url.rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="ota-publish-") as tmp:
+        updater = Updater(
+            tmp, f"{base}/metadata/", None, f"{base}/targets/", fetcher=fetcher, bootstrap=bootstrap
+        )
+        first = False
+        try:
+            updater.refresh()
+            updater.get_targetinfo(probe_path)  # walks the delegation, verifying `role`
+        except TufRepositoryError as e:
+            if "does not contain information" not in str(e):
+                raise RepositoryError(f"the server's metadata does not verify: {e}") from e
+            first = True  # the role has no metadata yet: this is its first version
+        except DownloadHTTPError as e:
+            raise RepositoryError(f"cannot read the server's metadata: {e}") from e
+        targets = Metadata[Targets].from_bytes((Path(tmp) / "targets.json").read_bytes()).signed
+        cached = Path(tmp) / f"{quote(role, '')}.json"
+        if first:
+            return targets, None
+        if not cached.exists():
+            raise BadInputError(f"{probe_path} is not delegated to {role} on {server_url}")
+        return targets, Metadata[Targets].from_bytes(cached.read_bytes())
+
+
+def publish_remote(
+    server_url: str,
+    role: str,
+    uri: str,
+    files: list[tuple[Path, str, dict[str, Any]]],
+    *,
+    trusted_root: Path | None,
+    token_file: Path | None,
+    ca_bundle: Path | None,
+) -> Metadata[Targets]:
+    """Sign the next version of `role` with `files` added and upload it with the files.
+
+    Raises:
+        BadInputError: no trusted root, unreadable files, or the upload is refused.
+        KeyError_: the key at `uri` is not one of the role's keys.
+    """
+    from repository.publisher.upload import upload_role  # written with the server
+
+    if trusted_root is None:
+        raise BadInputError("--server needs --root, the root.json you trust for this repository")
+    try:
+        bootstrap = trusted_root.read_bytes()
+        token = token_file.read_text().strip() if token_file else None
+    except OSError as e:
+        raise BadInputError(f"cannot read {e.filename}: {e.strerror}") from e
+    fetcher = _Fetcher(token, ca_bundle)
+    targets, current = current_role(server_url, role, files[0][1], bootstrap, fetcher)
+    roles = targets.delegations.roles if targets.delegations else None
+    if not roles or role not in roles:
+        raise BadInputError(f"unknown role {role!r}: targets does not delegate to it")
+    outside = [p for _, p, _ in files if not roles[role].is_delegated_path(p)]
+    if outside:
+        raise BadInputError(f"{', '.join(outside)} is outside {role}'s delegation: refused")
+    assert targets.delegations is not None
+    keys = {k: targets.delegations.keys[k] for k in roles[role].keyids}
+    signer = find_signer(uri, keys)
+    md: Metadata[Targets] = current if current is not None else Metadata(Targets(version=0))
+    md.signed.version += 1
+    expiry = datetime.now(UTC) + timedelta(days=DEFAULT_EXPIRY_DAYS["targets"])
+    md.signed.expires = expiry.replace(microsecond=0)
+    md.signatures.clear()
+    for local, path, custom in files:
+        md.signed.targets[path] = describe_file(local, path, custom)
+    md.sign(signer, append=True)
+    upload_role(
+        server_url,
+        role,
+        md.to_bytes(),
+        {path: local for local, path, _ in files},
+        token=token,
+        ca_bundle=ca_bundle,
+    )
+    return md
