@@ -95,8 +95,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="ota-client: %(levelname)s: %(message)s")
 
 
-def _progress(ctx: Ctx) -> Callable[[int, int], None] | None:
-    if ctx.json:
+def _progress(ctx: Ctx, wanted: bool | None) -> Callable[[int, int], None] | None:
+    if ctx.json or not (sys.stderr.isatty() if wanted is None else wanted):
         return None
     bar: Any = None
     shown = 0
@@ -131,14 +131,16 @@ def check(ctx: Ctx) -> None:
 
 @main.command()
 @click.option("--target", "target", default=None, help="Install this target path (policy applies).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: when stderr is a terminal).")
 @_common
 @pass_ctx
-def update(ctx: Ctx, target: str | None) -> None:
+def update(ctx: Ctx, target: str | None, progress: bool | None) -> None:
     """Download, verify and install an update into the inactive slot."""
     from client.update import update as do_update
 
     result = ctx.guard(lambda: do_update(ctx.device(), target_path=target,
-                                         progress=_progress(ctx)))
+                                         progress=_progress(ctx, progress)))
     text = (f"installed {result.version} into slot {result.slot}; reboot to try it" if
             result.installed else f"no update: {result.from_version} is the newest acceptable"
             " firmware")

@@ -93,7 +93,7 @@ def stream_target(
         raise
     except exceptions.DownloadError as e:
         save()
-        raise wrap_tuf_error(e, f"download of {target.path} failed") from e
+        raise wrap_tuf_error(e, f"download of {target.path} failed (it will resume)") from e
     except OSError as e:
         raise StorageError(f"cannot write {target.path}: {e.strerror or e}") from e
     except BaseException:

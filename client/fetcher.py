@@ -120,7 +120,7 @@ class DeviceFetcher(FetcherInterface):
                     )
                 yield chunk
         except requests.RequestException as e:
-            raise exceptions.DownloadError(f"transfer of {url} failed: {_reason(e)}") from e
+            raise exceptions.DownloadError(f"{_reason(e)} ({url})") from e
         finally:
             response.close()
 
@@ -197,6 +197,8 @@ def _reason(e: Exception) -> str:
         return "TLS verification failed (server certificate not trusted or client rejected)"
     if isinstance(e, requests.exceptions.ConnectTimeout):
         return "connection timed out"
+    if isinstance(e, requests.exceptions.ChunkedEncodingError):
+        return "connection broken mid-transfer"
     if isinstance(e, requests.exceptions.ReadTimeout):
         return "read timed out"
     if isinstance(e, requests.exceptions.ConnectionError):
