@@ -87,19 +87,17 @@ def parse_metadata(data: bytes) -> Metadata[Targets]:
 
 
 def _check_delegation(repo: OtaRepository, role: str, md: Metadata[Targets]) -> None:
-    """The checks that map to 403/409, with their own messages, before the manager's own."""
+    """The checks that map to 403/409, with their own messages, before the manager's own.
+
+    Authorization comes first (paths, then signatures): only a publisher who could publish
+    learns about version conflicts.
+    """
     if role in _TOP_LEVEL:
         raise NotAuthorized(f"{role} is not a delegated role: it is never uploaded")
     try:
         repo.keys_for(role)
     except BadInputError:
         raise NotAuthorized(f"role {role!r} is not delegated by targets") from None
-    current = repo.current_metadata(role).signed.version if repo.has_role(role) else 0
-    if md.signed.version != current + 1:
-        raise VersionConflict(
-            f"{role} version {md.signed.version} does not follow the published "
-            f"version {current} (expected {current + 1})"
-        )
     delegations = repo.current_metadata(Targets.type).signed.delegations
     assert delegations is not None and delegations.roles is not None  # keys_for checked it
     delegated = delegations.roles[role]
@@ -112,6 +110,12 @@ def _check_delegation(repo: OtaRepository, role: str, md: Metadata[Targets]) -> 
         raise NotAuthorized(
             f"{role} v{md.signed.version} is not signed by enough of the role's keys"
         ) from None
+    current = repo.current_metadata(role).signed.version if repo.has_role(role) else 0
+    if md.signed.version != current + 1:
+        raise VersionConflict(
+            f"{role} version {md.signed.version} does not follow the published "
+            f"version {current} (expected {current + 1})"
+        )
     try:
         repo.validate_delegated_update(role, md)
     except ThresholdError as e:

@@ -57,6 +57,8 @@ def report() -> tuple[Response, int]:
             status=403,
         )
         return jsonify({"error": "forbidden"}), 403
-    fields = {k: v for k, v in entry.items() if k != "device_id"}
+    fields = {k: v for k, v in entry.items() if k not in ("device_id", "event")}
+    if "event" in entry:
+        fields["device_event"] = entry["event"]  # "event" names the audit record itself
     st.audit.record("report", device=device.device_id, hwid=device.hwid, remote=remote, **fields)
     return jsonify({"status": "recorded"}), 201
