@@ -70,10 +70,11 @@ def _wait_healthy(
     raise RuntimeError(f"gunicorn did not answer /healthz: {last}")
 
 
-def stop_pid(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """Stop a gunicorn master we started: SIGTERM, wait, then SIGKILL its group by PID."""
+def stop_pid(proc: subprocess.Popen[bytes], timeout: float = 15, *, graceful: bool = False) -> None:
+    """Stop a gunicorn master we started by its PID: SIGINT (quick) or SIGTERM (graceful),
+    wait, then SIGKILL its process group (it runs in its own session)."""
     if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGTERM if graceful else signal.SIGINT)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,290 @@
+"""The update server under real gunicorn over TLS on 127.0.0.1, driven by a real ngclient
+Updater, by `requests`, by the publisher's `upload_role` and by `ota-repo` subprocesses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from tuf.api.exceptions import DownloadHTTPError
+from tuf.ngclient import FetcherInterface, Updater
+
+from repository.publisher.upload import UploadError, upload_role
+from tests.helpers.certs import TlsFiles, make_tls
+from tests.helpers.gunicorn import BIN, run_gunicorn
+from tests.helpers.repo import cli_env, ota_repo, published
+from tests.helpers.server_repo import DelegatedRepo, make_delegated_repo, publisher_update
+
+FW1 = "firmware/model-x/fw-1.0.0.bin"
+FW1_BYTES = os.urandom(300_000)
+
+
+class BearerFetcher(FetcherInterface):
+    """Moves bytes for ngclient over HTTPS with a device token and/or client certificate."""
+
+    def __init__(
+        self, ca: Path, token: str | None = None, cert: tuple[Path, Path] | None = None
+    ) -> None:
+        self.session = requests.Session()
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE would override `verify`
+        self.session.verify = str(ca)
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        if cert:
+            self.session.cert = (str(cert[0]), str(cert[1]))
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        r = self.session.get(url, stream=True, timeout=30)
+        if r.status_code != 200:
+            r.close()
+            raise DownloadHTTPError(f"GET {url}: {r.status_code}", r.status_code)
+        return r.iter_content(64 * 1024)
+
+
+def _updater(url: str, repo: DelegatedRepo, cache: Path, fetcher: FetcherInterface) -> Updater:
+    (cache / "metadata").mkdir(parents=True, exist_ok=True)
+    (cache / "targets").mkdir(parents=True, exist_ok=True)
+    return Updater(
+        str(cache / "metadata"),
+        f"{url}/metadata/",
+        str(cache / "targets"),
+        f"{url}/targets/",
+        fetcher=fetcher,
+        bootstrap=repo.trusted_root,
+    )
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls(tmp_path_factory.mktemp("tls"), client_cn="dev-x1")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> DelegatedRepo:
+    return make_delegated_repo(tmp_path / "repo", ("model-x", "model-y"))
+
+
+def _device(repo: DelegatedRepo, device_id: str, hwid: str) -> str:
+    out = ota_repo(repo.root, "device", "add", device_id, "--hwid", hwid)
+    return out.stdout.strip()
+
+
+def test_publish_then_a_device_updates_with_ngclient(
+    repo: DelegatedRepo, tls: TlsFiles, tmp_path: Path
+) -> None:
+    token_x = _device(repo, "dev-x1", "model-x")
+    token_y = _device(repo, "dev-y1", "model-y")
+    listed = ota_repo(repo.root, "device", "list", "--json")
+    assert {d["device_id"] for d in json.loads(listed.stdout)} == {"dev-x1", "dev-y1"}
+    assert token_x not in listed.stdout
+    metadata, files = publisher_update(repo, "model-x", {FW1: FW1_BYTES}, tmp=tmp_path / "pub")
+    with run_gunicorn(
+        repo.root, cert=tls.server_cert, key=tls.server_key, ca_cert=tls.ca_cert, workers=2
+    ) as server:
+        answer = upload_role(server.url, "model-x", metadata, files, ca_bundle=tls.ca_cert)
+        assert answer == {"role": "model-x", "version": 1, "targets": [FW1]}
+
+        updater = _updater(server.url, repo, tmp_path / "dx", BearerFetcher(tls.ca_cert, token_x))
+        updater.refresh()
+        info = updater.get_targetinfo(FW1)
+        assert info is not None
+        local = updater.download_target(info, str(tmp_path / "fw.bin"))
+        assert Path(local).read_bytes() == FW1_BYTES
+
+        # model-y's device sees the metadata but may not download model-x's firmware
+        updater_y = _updater(server.url, repo, tmp_path / "dy", BearerFetcher(tls.ca_cert, token_y))
+        updater_y.refresh()
+        info_y = updater_y.get_targetinfo(FW1)
+        assert info_y is not None
+        with pytest.raises(DownloadHTTPError) as refused:
+            updater_y.download_target(info_y, str(tmp_path / "fw-y.bin"))
+        assert refused.value.status_code == 403
+
+        # no token: nothing at all
+        with pytest.raises(DownloadHTTPError):
+            _updater(server.url, repo, tmp_path / "dn", BearerFetcher(tls.ca_cert)).refresh()
+
+        report = {
+            "device_id": "dev-x1",
+            "installed_version": "1.0.0",
+            "slot": "b",
+            "result": "success",
+            "reason": "",
+            "event": "committed",
+        }
+        r = requests.post(
+            f"{server.url}/api/v1/reports",
+            json=report,
+            verify=str(tls.ca_cert),
+            headers={"Authorization": f"Bearer {token_x}"},
+            timeout=10,
+        )
+        assert r.status_code == 201
+    entries = [
+        json.loads(x) for x in (repo.root / ".ota" / "server-audit.log").read_text().splitlines()
+    ]
+    assert any(e["event"] == "upload" and e["role"] == "model-x" for e in entries)
+    assert any(e.get("flag") == "other-model-firmware" and e["device"] == "dev-y1" for e in entries)
+    assert any(e["event"] == "report" and e["device"] == "dev-x1" for e in entries)
+    downloads = [
+        e
+        for e in entries
+        if e["event"] == "download" and e["device"] == "dev-x1" and e["path"].startswith("targets/")
+    ]
+    assert downloads and downloads[-1]["bytes"] == len(FW1_BYTES)
+
+
+def test_http_caching_and_ranges_through_gunicorn(
+    repo: DelegatedRepo, tls: TlsFiles, tmp_path: Path
+) -> None:
+    metadata, files = publisher_update(repo, "model-x", {FW1: FW1_BYTES}, tmp=tmp_path / "pub")
+    with run_gunicorn(
+        repo.root,
+        cert=tls.server_cert,
+        key=tls.server_key,
+        ca_cert=tls.ca_cert,
+        config={"device_auth": False},
+    ) as server:
+        upload_role(server.url, "model-x", metadata, files, ca_bundle=tls.ca_cert)
+        sha = hashlib.sha256(FW1_BYTES).hexdigest()
+        url = f"{server.url}/targets/firmware/model-x/{sha}.fw-1.0.0.bin"
+        s = requests.Session()
+        s.trust_env = False
+        s.verify = str(tls.ca_cert)
+        full = s.get(url, timeout=10)
+        assert full.status_code == 200 and full.content == FW1_BYTES
+        assert full.headers["ETag"] == f'"{sha}"'
+        assert "immutable" in full.headers["Cache-Control"]
+        part = s.get(url, headers={"Range": "bytes=1000-"}, timeout=10)
+        assert part.status_code == 206 and part.content == FW1_BYTES[1000:]
+        assert part.headers["Content-Range"] == f"bytes 1000-{len(FW1_BYTES) - 1}/{len(FW1_BYTES)}"
+        assert s.get(url, headers={"If-None-Match": f'"{sha}"'}, timeout=10).status_code == 304
+        head = s.head(url, timeout=10)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["Content-Length"] == str(len(FW1_BYTES))
+        ts = s.get(f"{server.url}/metadata/timestamp.json", timeout=10)
+        assert ts.content == (repo.root / "metadata" / "timestamp.json").read_bytes()
+        assert "no-cache" in ts.headers["Cache-Control"]
+        assert s.get(f"{server.url}/metadata/2.root.json", timeout=10).status_code == 404
+        assert s.get(f"{server.url}/healthz", timeout=10).json()["status"] == "ok"
+
+
+def test_mutual_tls_identifies_the_device_by_certificate(
+    repo: DelegatedRepo, tls: TlsFiles, tmp_path: Path
+) -> None:
+    _device(repo, "dev-x1", "model-x")  # the client certificate's CN
+    client = (tls.client_cert, tls.client_key)
+    with run_gunicorn(
+        repo.root,
+        cert=tls.server_cert,
+        key=tls.server_key,
+        ca_cert=tls.ca_cert,
+        device_ca=tls.ca_cert,
+        health_client_cert=client,
+    ) as server:
+        updater = _updater(
+            server.url, repo, tmp_path / "c", BearerFetcher(tls.ca_cert, cert=client)
+        )
+        updater.refresh()  # no token: the certificate is the identity
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(
+                f"{server.url}/metadata/timestamp.json", verify=str(tls.ca_cert), timeout=10
+            )
+    other = make_tls(tmp_path / "other-ca", client_cn="dev-x1")
+    with run_gunicorn(
+        repo.root,
+        cert=tls.server_cert,
+        key=tls.server_key,
+        ca_cert=tls.ca_cert,
+        device_ca=tls.ca_cert,
+        mtls="optional",
+    ) as server:
+        unknown = make_tls(tmp_path / "unknown", client_cn="stranger")
+        # a certificate from another CA is refused by TLS itself
+        with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+            requests.get(
+                f"{server.url}/metadata/timestamp.json",
+                verify=str(tls.ca_cert),
+                cert=(str(other.client_cert), str(other.client_key)),
+                timeout=10,
+            )
+        assert unknown.client_cert.exists()
+        r = requests.get(
+            f"{server.url}/metadata/timestamp.json", verify=str(tls.ca_cert), timeout=10
+        )
+        assert r.status_code == 401  # optional mTLS: no certificate and no token
+
+
+def test_upload_role_reports_refusals_and_nothing_changes(
+    repo: DelegatedRepo, tls: TlsFiles, tmp_path: Path
+) -> None:
+    with run_gunicorn(
+        repo.root,
+        cert=tls.server_cert,
+        key=tls.server_key,
+        ca_cert=tls.ca_cert,
+        config={"max_upload_bytes": 200_000},
+    ) as server:
+        before = published(repo.root)
+        wrong = publisher_update(
+            repo, "model-x", {FW1: b"small"}, signers=repo.signers["model-y"], tmp=tmp_path / "w"
+        )
+        with pytest.raises(UploadError, match=r"\(403\).*not signed by enough") as e:
+            upload_role(server.url, "model-x", *wrong, ca_bundle=tls.ca_cert)
+        assert e.value.status == 403
+        big = publisher_update(repo, "model-x", {FW1: FW1_BYTES}, tmp=tmp_path / "b")
+        with pytest.raises(UploadError) as e:
+            upload_role(server.url, "model-x", *big, ca_bundle=tls.ca_cert)
+        assert e.value.status in (413, 0)  # 0: the server closed while the body was sent
+        with pytest.raises(UploadError, match="TLS verification"):
+            upload_role(server.url, "model-x", *wrong)  # the system CAs do not know this one
+        assert published(repo.root) == before
+
+
+def test_ota_repo_serve_on_port_0_prints_its_url(repo: DelegatedRepo) -> None:
+    proc = subprocess.Popen(
+        [str(BIN / "ota-repo"), "--repo", str(repo.root), "serve", "--port", "0"],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("serving ") and " at http://127.0.0.1:" in line
+        url = line.split(" at ", 1)[1].strip().rstrip("/")
+        r = requests.get(f"{url}/metadata/timestamp.json", timeout=10)
+        assert r.status_code == 200  # device authentication is off for development
+        assert r.content == (repo.root / "metadata" / "timestamp.json").read_bytes()
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=15)
+
+
+def test_gunicorn_config_refuses_to_start_without_a_certificate(repo: DelegatedRepo) -> None:
+    env: dict[str, Any] = {k: v for k, v in cli_env().items() if not k.startswith("OTA_TLS")}
+    env["OTA_REPO"] = str(repo.root)
+    proc = subprocess.run(
+        [
+            str(BIN / "gunicorn"),
+            "-c",
+            "python:repository.server.gunicorn_conf",
+            "repository.server:create_app()",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "set OTA_TLS_CERT and OTA_TLS_KEY" in proc.stderr
