@@ -84,6 +84,11 @@ def keyid_of(key_dict: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class KeyMismatch(KeyError_):
+    """The private key behind a URI is not the private half of the public key it was paired
+    with (any other KeyError_, such as a wrong passphrase, is final)."""
+
+
 class EncryptedFileSigner(Signer):
     """Signer URI scheme `encfile:PATH`: a passphrase-encrypted PKCS#8 PEM private key."""
 
@@ -122,12 +127,12 @@ class EncryptedFileSigner(Signer):
         try:
             inner = CryptoSigner(private_key, public_key)
         except ValueError as e:
-            raise KeyError_(f"{path} is not the private key of keyid {public_key.keyid}") from e
+            raise KeyMismatch(f"{path} is not the private key of keyid {public_key.keyid}") from e
         # CryptoSigner checks types, not that the pair matches: compare the public halves.
         if keyid_of(SSlibKey.from_crypto(private_key.public_key()).to_dict()) != keyid_of(
             public_key.to_dict()
         ):
-            raise KeyError_(f"{path} is not the private key of keyid {public_key.keyid}")
+            raise KeyMismatch(f"{path} is not the private key of keyid {public_key.keyid}")
         return cls(inner)
 
 
@@ -235,17 +240,17 @@ def find_signer(uri: str, candidates: dict[str, Key]) -> Signer:
     """
     if uri.startswith("hsm:"):
         return _find_hsm_signer(uri, candidates)
-    last: KeyError_ | None = None
+    last: KeyMismatch | None = None
     for key in candidates.values():
         try:
             signer = load_signer(uri, key)
             probe = b"secure-ota key probe"
             key.verify_signature(signer.sign(probe), probe)
             return signer
-        except KeyError_ as e:
-            if "passphrase" in str(e) or "PIN" in str(e):
-                raise
-            last = e
+        except KeyMismatch as e:
+            last = e  # another candidate may be the one: try it
+        except KeyError_:
+            raise  # a wrong passphrase or missing key file: final, never retried
         except Exception:  # noqa: BLE001, S112 - a mismatched key fails verification: try the next
             continue
     detail = f" ({last})" if last else ""

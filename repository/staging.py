@@ -123,8 +123,14 @@ def load(repo: OtaRepository, req_id: str) -> SigningRequest:
     req = SigningRequest.from_bytes(data, source=f"request {req_id}")
     if req.id != req_id:
         raise BadInputError(f"request file {path.name} holds request {req.id} (tampered?)")
-    validate(req, published_context(repo))
+    validate(req, context_for(repo, req))
     return req
+
+
+def context_for(repo: OtaRepository, req: SigningRequest) -> dict[str, Metadata[Any]]:
+    """The published delegators; for a stale request (it can only be shown and refused), the
+    ones it was made against."""
+    return req.context if stale_reason(repo, req) else published_context(repo)
 
 
 def load_file(path: Path) -> SigningRequest:
@@ -148,11 +154,11 @@ def load_file(path: Path) -> SigningRequest:
 def pending(repo: OtaRepository) -> list[tuple[SigningRequest | None, str, list[ThresholdState]]]:
     """Every staged request with its threshold states; a broken file is listed with its error."""
     result: list[tuple[SigningRequest | None, str, list[ThresholdState]]] = []
-    context = published_context(repo)
     for path in sorted(repo.paths.staging.glob("*.json")):
         try:
             req = load(repo, path.stem)
-            result.append((req, stale_reason(repo, req) or "", threshold_states(req, context)))
+            states = threshold_states(req, context_for(repo, req))
+            result.append((req, stale_reason(repo, req) or "", states))
         except BadInputError as e:
             result.append((None, f"{path.stem}: {e}", []))
     return result

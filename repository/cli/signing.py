@@ -56,7 +56,7 @@ def request_show(ctx: Context, ref: str, as_json: bool) -> None:
     else:
         repo = ctx.open()
         req = staging.load(repo, ref)
-        context, stale = staging.published_context(repo), staging.stale_reason(repo, req) or ""
+        context, stale = staging.context_for(repo, req), staging.stale_reason(repo, req) or ""
     states = threshold_states(req, context)
     if as_json:
         click.echo(json.dumps(request_json(req, states, stale), indent=2, sort_keys=True))

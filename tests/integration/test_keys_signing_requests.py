@@ -1,0 +1,243 @@
+"""Signing requests through the real `ota-repo`: listing have/need, signing here and on another
+machine, and every bad input refused with one line, nothing published and nothing recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.ceremony import Ceremony, production_repo, use_passphrase
+from tests.helpers.repo import assert_one_line_error, cli_env, ota_repo, published
+
+
+@pytest.fixture
+def c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ceremony:
+    use_passphrase(monkeypatch)
+    ceremony = production_repo(tmp_path)
+    ceremony.new_key("dave")
+    ceremony.new_key("stranger")
+    return ceremony
+
+
+def _stage_add_dave(c: Ceremony) -> str:
+    proc = ota_repo(c.repo_dir, "rotate", "root", "--add-key", str(c.pub("dave")))
+    assert "root key added" in proc.stdout
+    return _pending(c)[0]["id"]
+
+
+def _pending(c: Ceremony) -> list[dict[str, object]]:
+    data = json.loads(ota_repo(c.repo_dir, "requests", "--json").stdout)
+    return data["requests"]  # type: ignore[no-any-return]
+
+
+def _state(c: Ceremony) -> tuple[dict[str, str], str]:
+    staged = sorted((c.repo_dir / ".ota" / "staging").glob("*.json"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in staged)).hexdigest()
+    return published(c.repo_dir), digest
+
+
+def test_requests_show_have_need_and_missing_keys_until_published(c: Ceremony) -> None:
+    req_id = _stage_add_dave(c)
+    (req,) = _pending(c)
+    assert req["ready"] is False
+    thresholds = {t["label"]: t for t in req["thresholds"]}  # type: ignore[attr-defined]
+    previous, new = thresholds["root v1 (previous)"], thresholds["root v2 (new)"]
+    assert (previous["have"], previous["need"]) == (0, 2)
+    assert c.key("dave").keyid in new["missing"]
+    ota_repo(c.repo_dir, "sign", req_id, "--key", c.uri("alice"))
+    proc = ota_repo(c.repo_dir, "publish", req_id, check=False)
+    assert_one_line_error(proc, "not enough signatures", "root v1 (previous) has 1/2")
+    ota_repo(c.repo_dir, "sign", req_id, "--key", c.uri("carol"))
+    assert _pending(c)[0]["ready"] is True
+    ota_repo(c.repo_dir, "publish", req_id)
+    assert _pending(c) == []
+    assert (c.repo_dir / "metadata" / "2.root.json").exists()
+    ota_repo(c.repo_dir, "verify")
+    audit = (c.repo_dir / ".ota" / "audit.log").read_text()
+    assert req_id in audit
+
+
+def test_sign_exported_file_on_a_machine_without_the_repository(
+    c: Ceremony, tmp_path: Path
+) -> None:
+    req_id = _stage_add_dave(c)
+    usb = tmp_path / "usb" / "req.json"
+    ota_repo(c.repo_dir, "request", "export", req_id, str(usb))
+    elsewhere = tmp_path / "bobs-laptop"
+    elsewhere.mkdir()
+    shown = ota_repo(elsewhere, "request", "show", str(usb))
+    assert "root key added" in shown.stdout
+    for holder in ("bob", "dave"):
+        ota_repo(elsewhere, "sign", str(usb), "--key", c.uri(holder))
+    proc = ota_repo(c.repo_dir, "request", "import", str(usb))
+    assert "imported 2 signature(s)" in proc.stdout
+    ota_repo(c.repo_dir, "sign", req_id, "--key", c.uri("alice"))
+    ota_repo(c.repo_dir, "publish", req_id)
+
+
+def _tamper_content(path: Path) -> None:
+    data = json.loads(path.read_text())
+    data["changes"][0]["metadata"]["signed"]["roles"]["root"]["threshold"] = 1
+    path.write_text(json.dumps(data))
+
+
+def _tamper_signature(path: Path) -> None:
+    data = json.loads(path.read_text())
+    sig = data["changes"][0]["metadata"]["signatures"][0]
+    sig["sig"] = ("0" if sig["sig"][0] != "0" else "1") + sig["sig"][1:]
+    path.write_text(json.dumps(data))
+
+
+def _tamper_role(path: Path) -> None:
+    data = json.loads(path.read_text())
+    data["changes"][0]["role"] = "no-such-role"
+    path.write_text(json.dumps(data))
+
+
+def _not_json(path: Path) -> None:
+    path.write_text("{not json")
+
+
+@pytest.mark.parametrize(
+    "tamper,message",
+    [
+        (_tamper_content, "content was changed"),
+        (_tamper_signature, "does not verify"),
+        (_tamper_role, "content was changed"),
+        (_not_json, "not a valid signing request"),
+    ],
+    ids=["content-changed", "signature-changed", "role-renamed", "not-json"],
+)
+def test_tampered_request_file_is_refused_and_records_nothing(
+    c: Ceremony, tmp_path: Path, tamper: Callable[[Path], None], message: str
+) -> None:
+    req_id = _stage_add_dave(c)
+    usb = tmp_path / "req.json"
+    ota_repo(c.repo_dir, "request", "export", req_id, str(usb))
+    ota_repo(tmp_path, "sign", str(usb), "--key", c.uri("bob"))
+    tamper(usb)
+    before = _state(c)
+    proc = ota_repo(c.repo_dir, "request", "import", str(usb), check=False)
+    assert_one_line_error(proc, message)
+    assert _state(c) == before
+
+
+def test_tampered_staged_request_is_refused_at_publish(c: Ceremony) -> None:
+    req_id = _stage_add_dave(c)
+    for holder in ("alice", "bob", "dave"):
+        ota_repo(c.repo_dir, "sign", req_id, "--key", c.uri(holder))
+    _tamper_content(c.repo_dir / ".ota" / "staging" / f"{req_id}.json")
+    before = published(c.repo_dir)
+    proc = ota_repo(c.repo_dir, "publish", req_id, check=False)
+    assert_one_line_error(proc, "does not match its id")
+    assert published(c.repo_dir) == before
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["sign", "{id}", "--key", "{stranger}"], "is not listed for root: refused"),
+        (["sign", "{id}", "--key", "encfile:{keys}/missing.key"], "key file not found"),
+        (["sign", "no-such-request", "--key", "{alice}"], "no pending signing request"),
+        (["rotate", "no-such-role", "--add-key", "{dave_pub}"], "unknown role 'no-such-role'"),
+        (["renew", "no-such-role"], "unknown role 'no-such-role'"),
+        (["revoke", "no-such-role"], "unknown role 'no-such-role'"),
+        (["rotate", "root", "--threshold", "5"], "threshold 5 must be between 1 and its 3"),
+        (["rotate", "root", "--threshold", "1"], "--allow-single-root-key"),
+        (["rotate", "root", "--add-key", "{alice_pub}"], "is already a root key"),
+        (["rotate", "root", "--remove-key", "ffffffffff"], "no single key 'ffffffffff'"),
+        (
+            [
+                "delegate",
+                "fw-x",
+                "--paths",
+                "firmware/x/*",
+                "--key",
+                "{dave_pub}",
+                "--threshold",
+                "2",
+            ],
+            "threshold 2 must be between 1 and its 1",
+        ),
+        (
+            ["delegate", "fw-x", "--paths", "/etc/*", "--key", "{dave_pub}"],
+            "bad path pattern '/etc/*'",
+        ),
+        (["delegate", "root", "--paths", "a/*", "--key", "{dave_pub}"], "bad role name 'root'"),
+        (["rotate", "snapshot", "--add-key", "{dave_pub}"], "needs exactly one key and its --uri"),
+        (["publish", "../../metadata/1.root"], "bad request id"),
+    ],
+    ids=[
+        "key-not-listed",
+        "missing-key-file",
+        "unknown-request",
+        "rotate-unknown-role",
+        "renew-unknown-role",
+        "revoke-unknown-role",
+        "threshold-above-keys",
+        "single-root-key",
+        "key-twice",
+        "remove-unknown-key",
+        "delegation-threshold-above-keys",
+        "absolute-pattern",
+        "top-level-name",
+        "online-key-without-uri",
+        "request-id-traversal",
+    ],
+)
+def test_bad_input_one_line_nothing_published_or_recorded(
+    c: Ceremony, args: list[str], message: str
+) -> None:
+    req_id = _stage_add_dave(c)
+    subst = {
+        "{id}": req_id,
+        "{stranger}": c.uri("stranger"),
+        "{alice}": c.uri("alice"),
+        "{keys}": str(c.keys_dir),
+        "{dave_pub}": str(c.pub("dave")),
+        "{alice_pub}": str(c.pub("alice")),
+    }
+    argv = []
+    for a in args:
+        for k, v in subst.items():
+            a = a.replace(k, v)
+        argv.append(a)
+    before = _state(c)
+    proc = ota_repo(c.repo_dir, *argv, check=False)
+    assert_one_line_error(proc, message)
+    assert _state(c) == before
+
+
+def test_wrong_passphrase_signs_nothing(c: Ceremony, tmp_path: Path) -> None:
+    req_id = _stage_add_dave(c)
+    wrong = tmp_path / "wrong-passphrase"
+    wrong.write_text("not the passphrase\n")
+    env = cli_env(OTA_KEY_PASSPHRASE_FILE=str(wrong))
+    del env["OTA_KEY_PASSPHRASE"]
+    before = _state(c)
+    proc = ota_repo(c.repo_dir, "sign", req_id, "--key", c.uri("alice"), env=env, check=False)
+    assert_one_line_error(proc, "wrong passphrase")
+    assert _state(c) == before
+
+
+def test_request_made_stale_by_a_newer_version_is_refused(c: Ceremony) -> None:
+    first = _stage_add_dave(c)
+    ota_repo(c.repo_dir, "renew", "root")
+    second = next(r["id"] for r in _pending(c) if r["id"] != first)
+    for holder in ("alice", "bob"):
+        ota_repo(c.repo_dir, "sign", second, "--key", c.uri(holder))
+        ota_repo(c.repo_dir, "sign", first, "--key", c.uri(holder))
+    ota_repo(c.repo_dir, "sign", first, "--key", c.uri("dave"))
+    ota_repo(c.repo_dir, "publish", second)
+    before = published(c.repo_dir)
+    listed = {r["id"]: r for r in _pending(c)}
+    assert "root v2 was published after this request was made" in str(listed[first]["stale"])
+    proc = ota_repo(c.repo_dir, "publish", first, check=False)
+    assert_one_line_error(proc, "is stale", "root v2 was published")
+    assert published(c.repo_dir) == before
+    ota_repo(c.repo_dir, "request", "discard", first)
+    assert _pending(c) == []
