@@ -1,0 +1,293 @@
+"""Attacks on the metadata path: each named after the threat, each against the real device.
+
+A network attacker controls every byte the device receives (`lab.server`); some attackers also
+hold stolen keys (the server's online snapshot/timestamp keys, or keys below a threshold). The
+device must refuse with one clear line, log it, and keep its firmware and trusted metadata.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import MetaFile
+
+from tests.attacks.conftest import Lab
+from tests.attacks.toolkit.record import Attempt
+from tests.attacks.toolkit.server import serve_bytes
+from tests.attacks.toolkit.simulator import firmware_path
+
+ONLINE = ("metadata:timestamp.json", "metadata:snapshot.json")
+FAILED_CHECK = {"event": "check", "result": "failed"}
+X9 = firmware_path("model-x", "9.0.0")
+
+
+def recovers(lab: Lab, version: str) -> None:
+    """Control: with the attack gone, the same device takes the honest update (so the
+    refusal above was the attack's doing, not a broken setup). The honest repository first
+    re-signs every role once, so its versions are not below anything an attacker holding the
+    online keys made the device trust."""
+    lab.repo.publish(force=["targets", *lab.repo.delegated])
+    lab.server.repo = lab.repo
+    lab.server.calm()
+    assert lab.device.ok("update")["version"] == version
+    assert lab.device.ok("boot")["committed"] is True
+    assert lab.device.status()["installed_version"] == version
+
+
+# -- arbitrary software ------------------------------------------------------------------------
+
+
+def test_arbitrary_software_in_metadata_signed_by_attacker_keys(
+    lab: Lab, attack: Callable[..., Attempt]
+) -> None:
+    """The server's online keys are stolen; the attacker lists its own firmware for model-x in
+    a firmware-model-x role signed by keys it made itself."""
+    evil = lab.repo.fork()
+    evil.sign_with["firmware-model-x"] = [CryptoSigner.generate_ed25519() for _ in range(2)]
+    evil.add_firmware("model-x", "9.0.0", counter=9, salt="evil")
+    evil.publish()
+    lab.server.repo = evil
+    with attack(lab.device, may_change=ONLINE) as a:
+        out = lab.device.run("update")
+        a.refused(out, "UnsignedMetadataError", "firmware-model-x", event=FAILED_CHECK)
+    recovers(lab, lab.release("2.0.0") and "2.0.0")
+
+
+# -- rollback of each metadata role ------------------------------------------------------------
+
+ROLLBACK_ROLES = ["timestamp", "snapshot", "targets", "firmware-model-x", "root"]
+
+
+@pytest.mark.parametrize("role", ROLLBACK_ROLES)
+def test_rollback_attack(lab: Lab, attack: Callable[..., Attempt], role: str) -> None:
+    """The device trusts newer metadata; the attacker serves an older, validly signed version
+    of one role (for snapshot and below it also holds the online keys to point at it)."""
+    lab.repo.publish(force=["targets", "firmware-model-x"])
+    lab.repo.publish_root()
+    assert lab.device.ok("check")["update_available"] is False
+    evil = lab.repo.fork()
+    may_change: tuple[str, ...] = ()
+    trusted = {
+        "timestamp": lab.repo.timestamp.version,
+        "snapshot": lab.repo.snapshot.version,
+        "targets": lab.repo.targets.version,
+        "root": lab.repo.root.version,
+        "firmware-model-x": lab.repo.delegated["firmware-model-x"].version,
+    }[role]
+    if role == "timestamp":
+        old = lab.repo.history["timestamp"][1]
+        lab.server.attack("metadata/timestamp.json", serve_bytes(old))
+        expect = f"New timestamp version 1 must be >= {trusted}"
+    elif role == "root":
+        old = lab.repo.history["root"][1]
+        lab.server.attack(f"metadata/{trusted + 1}.root.json", serve_bytes(old))
+        expect = f"Expected root version {trusted + 1} instead got version 1"
+    elif role == "snapshot":
+        evil.timestamp.snapshot_meta = MetaFile(1)
+        evil.publish_timestamp()
+        lab.server.repo = evil
+        expect = f"New snapshot version must be >= {trusted}, got version 1"
+    else:
+        evil.snapshot.meta[f"{role}.json"] = MetaFile(1)
+        evil.publish()
+        lab.server.repo = evil
+        may_change = ("metadata:timestamp.json",)  # signed with the stolen timestamp key
+        # (python-tuf words it with the numbers swapped: new version first, trusted second)
+        expect = f"Expected {role}.json version 1, got {trusted}"
+    with attack(lab.device, f"rollback of {role}", may_change=may_change) as a:
+        out = lab.device.run("update")
+        a.refused(out, "BadVersionNumberError", expect, event=FAILED_CHECK)
+
+
+# -- indefinite freeze -------------------------------------------------------------------------
+
+
+def test_indefinite_freeze_attack(lab: Lab, attack: Callable[..., Attempt]) -> None:
+    """The attacker keeps serving the last timestamp the device saw, hiding a new release.
+    The device may not notice while that timestamp is valid, but once it expires (genuinely:
+    it was signed with a short lifetime) it refuses instead of trusting stale metadata.
+
+    The client has no injectable clock, so real time passes (a few seconds)."""
+    lab.repo.expiry["timestamp"] = timedelta(seconds=4)
+    lab.repo.publish_timestamp()
+    expires = lab.repo.timestamp.expires
+    frozen = lab.repo.fork()
+    assert lab.device.ok("check")["update_available"] is False
+    lab.release("2.0.0")  # hidden from the device by the freeze below
+    lab.server.repo = frozen
+    with attack(lab.device, "freeze while the stale timestamp is still valid") as a:
+        a.ignored(lab.device.run("check"), check=lambda r: r["update_available"] is False)
+    while lab.repo.now() <= expires:  # bounded: expiry is 4 s ahead
+        time.sleep(0.25)
+    with attack(lab.device) as a:
+        out = lab.device.run("update")
+        a.refused(out, "ExpiredMetadataError", "timestamp.json is expired", event=FAILED_CHECK)
+    lab.repo.expiry.pop("timestamp")
+    lab.repo.publish_timestamp()
+    recovers(lab, "2.0.0")
+
+
+def test_freeze_attack_with_metadata_expired_when_served(
+    lab: Lab, attack: Callable[..., Attempt]
+) -> None:
+    """A fresh device meets a mirror frozen long ago: every file is validly signed, but the
+    timestamp's expiry is in the past."""
+    stale = lab.repo.fork()
+    stale.publish(expires={"timestamp": stale.now() - timedelta(days=30)})
+    lab.server.repo = stale
+    with attack(lab.device) as a:
+        out = lab.device.run("check")
+        a.refused(out, "ExpiredMetadataError", "timestamp.json is expired", event=FAILED_CHECK)
+
+
+# -- mix and match -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["firmware-model-x", "snapshot"])
+def test_mix_and_match_attack(lab: Lab, attack: Callable[..., Attempt], role: str) -> None:
+    """The attacker (no keys) serves the current timestamp with an older, validly signed
+    version of one role under the name the new snapshot asks for."""
+    lab.release("2.0.0")
+    current = (
+        lab.repo.snapshot.version if role == "snapshot" else (lab.repo.delegated[role].version)
+    )
+    old = lab.repo.history[role][current - 1]
+    lab.server.attack(f"metadata/{current}.{role}.json", serve_bytes(old))
+    # The honest timestamp (and for the delegated role, the snapshot) is new to the device.
+    may_change = ("metadata:timestamp.json",) + (
+        ("metadata:snapshot.json",) if role != "snapshot" else ()
+    )
+    with attack(lab.device, may_change=may_change) as a:
+        out = lab.device.run("update")
+        a.refused(
+            out,
+            "BadVersionNumberError",
+            f"Expected {role} v{current}, got v{current - 1}"
+            if role != "snapshot"
+            else f"Expected snapshot version {current}, got {current - 1}",
+            event=FAILED_CHECK,
+        )
+    recovers(lab, "2.0.0")
+
+
+# -- fast-forward attack and recovery ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["timestamp", "snapshot"])
+def test_fast_forward_attack_recovery(lab: Lab, attack: Callable[..., Attempt], role: str) -> None:
+    """Stolen online keys sign a huge version number; the device trusts it and then refuses
+    every honest version below it. Rotating the stolen role's keys in a new root recovers the
+    fleet: the fast-forwarded metadata no longer verifies and is discarded."""
+    evil = lab.repo.fork()
+    if role == "timestamp":
+        evil.timestamp.version = 10**6 - 1
+        evil.publish_timestamp()
+    else:
+        evil.snapshot.version = 10**6 - 1
+        evil.publish()
+    lab.server.repo = evil
+    assert lab.device.ok("check")["update_available"] is False  # the device took the bait
+    lab.release("2.0.0")
+    lab.repo.publish()  # the honest versions move past the attacker's, except the forged one
+    lab.server.repo = lab.repo
+    with attack(lab.device, f"honest update after a {role} fast-forward") as a:
+        out = lab.device.run("update")
+        a.refused(
+            out,
+            "BadVersionNumberError",
+            f"New {role} version "
+            + (
+                f"{lab.repo.timestamp.version} must be >= 1000000"
+                if role == "timestamp"
+                else "must be >= 1000000"
+            ),
+            event=FAILED_CHECK,
+        )
+    # Recovery (spec 5.3.11): new keys for the fast-forwarded role, and for snapshot also for
+    # timestamp, whose trusted copy still points at the forged snapshot version.
+    for rotated in ("timestamp",) if role == "timestamp" else ("snapshot", "timestamp"):
+        lab.repo.rotate_keys(rotated)
+    recovers(lab, "2.0.0")
+
+
+# -- compromised keys below threshold ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["root", "targets", "snapshot", "timestamp", "firmware-model-x"])
+def test_compromised_key_below_threshold(
+    lab: Lab, attack: Callable[..., Attempt], role: str
+) -> None:
+    """One of the role's keys (threshold 2) is stolen; the attacker also holds every key of
+    the roles it needs to get its metadata in front of the device."""
+    evil = lab.repo.fork()
+    stolen = evil.signers[role][:1]
+    evil.sign_with[role] = stolen
+    may_change: tuple[str, ...] = ()
+    if role == "root":
+        # A new root handing targets to the attacker's own key.
+        mine = CryptoSigner.generate_ed25519()
+        for keyid in list(evil.root.roles["targets"].keyids):
+            evil.root.revoke_key(keyid, "targets")
+        evil.root.add_key(mine.public_key, "targets")
+        evil.root.roles["targets"].threshold = 1
+        evil.publish_root(signers=stolen)
+        expect = "root was signed by 1/2 keys"
+    elif role == "timestamp":
+        evil.publish_timestamp()
+        expect = "timestamp was signed by 1/2 keys"
+    else:
+        hw_role = "targets" if role in ("targets", "snapshot") else role
+        evil.add_firmware("model-x", "9.0.0", counter=9, role=hw_role, salt="evil")
+        evil.publish()
+        may_change = ONLINE if role != "snapshot" else ("metadata:timestamp.json",)
+        expect = f"{role} was signed by 1/2 keys"
+    lab.server.repo = evil
+    with attack(lab.device, f"{role} key below threshold", may_change=may_change) as a:
+        out = lab.device.run("update")
+        a.refused(out, "UnsignedMetadataError", expect, event=FAILED_CHECK)
+
+
+def test_compromised_publisher_key_outside_delegated_paths(
+    lab: Lab, attack: Callable[..., Attempt]
+) -> None:
+    """Every key of model-y's publisher is stolen; the attacker lists firmware for model-x in
+    firmware-model-y. A model-x device never consults model-y's role for model-x paths."""
+    evil = lab.repo.fork()
+    evil.add_firmware("model-x", "9.0.0", counter=9, role="firmware-model-y", salt="evil")
+    evil.publish()
+    lab.server.repo = evil
+    with attack(lab.device, may_change=ONLINE + ("metadata:firmware-model-x.json",)) as a:
+        a.ignored(
+            lab.device.run("check"),
+            check=lambda r: r["update_available"] is False,
+            event={"event": "check", "result": "no-update"},
+        )
+    with attack(
+        lab.device, "explicit install of the out-of-delegation target", may_change=ONLINE
+    ) as a:
+        out = lab.device.run("update", "--target", X9)
+        a.refused(
+            out,
+            f"{X9} is not a target in the verified metadata",
+            event={"event": "check", "result": "failed"},
+        )
+    recovers(lab, lab.release("2.0.0") and "2.0.0")
+
+
+def test_delegated_role_swapped_between_hardware_models(
+    lab: Lab, attack: Callable[..., Attempt]
+) -> None:
+    """The attacker serves model-y's (validly signed) role where model-x's is asked for."""
+    lab.repo.add_firmware("model-y", "9.0.0", counter=9, hardware_ids=["model-x", "model-y"])
+    lab.release("2.0.0")
+    wanted = lab.repo.delegated["firmware-model-x"].version
+    other = lab.repo.history["firmware-model-y"][lab.repo.delegated["firmware-model-y"].version]
+    lab.server.attack(f"metadata/{wanted}.firmware-model-x.json", serve_bytes(other))
+    with attack(lab.device, may_change=ONLINE) as a:
+        out = lab.device.run("update")
+        a.refused(out, "firmware-model-x", event=FAILED_CHECK)
+    recovers(lab, "2.0.0")

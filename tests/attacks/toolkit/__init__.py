@@ -1,0 +1,1 @@
+"""The attacker's toolkit: a repository simulator, a malicious HTTPS server, device tampering."""
