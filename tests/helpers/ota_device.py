@@ -118,6 +118,7 @@ class Lab:
     server: TlsStaticServer
     devices: list[DeviceHandle] = field(default_factory=list)
     published: dict[str, bytes] = field(default_factory=dict)
+    publishers: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls, folder: Path) -> Lab:
@@ -130,10 +131,32 @@ class Lab:
                                  tls.server_key, token=TOKEN)
         return cls(folder, repo_dir, tls, server)
 
+    def delegate(self, hwid: str, *, terminating: bool = True) -> None:
+        """Delegate `firmware/<hwid>/*` from top-level targets to a role named `hwid`, with an
+        in-memory publisher key (as a security team would for a publisher)."""
+        from securesystemslib.signer import CryptoSigner
+        from tuf.api.metadata import DelegatedRole, Delegations
+
+        from repository.manager import OtaRepository
+
+        signer = CryptoSigner.generate_ed25519()
+        repo = OtaRepository.load(self.repo_dir)
+        with repo.writing("delegate"):
+            with repo.edit_targets() as targets:
+                if targets.delegations is None:
+                    targets.delegations = Delegations(keys={}, roles={})
+                assert targets.delegations.roles is not None
+                targets.delegations.roles[hwid] = DelegatedRole(
+                    hwid, [], 1, terminating, paths=[f"firmware/{hwid}/*"])
+                targets.add_key(signer.public_key, hwid)
+            repo.publish_snapshot_and_timestamp()
+        self.publishers[hwid] = signer
+
     def publish(self, version: str, *, hwid: str = HWID, counter: int = 0,
                 data: bytes | None = None, size: int = 64 * 1024, healthy: bool = True,
-                path: str | None = None, custom: dict[str, Any] | None = None) -> str:
-        """Publish one firmware target in top-level targets; returns its target path."""
+                path: str | None = None, custom: dict[str, Any] | None = None,
+                role: str = "targets") -> str:
+        """Publish one firmware target in `role`; returns its target path."""
         from repository.manager import OtaRepository
 
         data = image(version, size, healthy=healthy) if data is None else data
@@ -144,7 +167,18 @@ class Lab:
         if custom is None:
             custom = {"firmware": {"version": version, "hardware_ids": [hwid],
                                    "security_counter": counter}}
-        OtaRepository.load(self.repo_dir).add_targets([(src, target_path, custom)])
+        repo = OtaRepository.load(self.repo_dir)
+        if role == "targets":
+            repo.add_targets([(src, target_path, custom)])
+        else:  # as a publisher would: sign the delegated role's next version with its key
+            from repository.targetfiles import store_target_file
+
+            repo.extra_signers[role] = [self.publishers[role]]
+            with repo.writing("add-target"):
+                target = store_target_file(repo.paths.targets, src, target_path, custom)
+                with repo.edit_targets(role) as targets:
+                    targets.targets[target_path] = target
+                repo.publish_snapshot_and_timestamp()
         self.published[target_path] = data
         return target_path
 

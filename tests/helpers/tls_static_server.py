@@ -188,12 +188,13 @@ def serve(args: argparse.Namespace) -> None:
     httpd.state = Path(args.state)
     httpd.token = os.environ.get("TEST_SERVER_TOKEN") or None
     httpd.log_lock = threading.Lock()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(args.cert, args.key)
-    if args.client_ca:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(args.client_ca)
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    if args.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.cert, args.key)
+        if args.client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(args.client_ca)
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown).start())
     print(f"PORT {httpd.server_address[1]}", flush=True)
     httpd.serve_forever(poll_interval=0.1)
@@ -205,12 +206,13 @@ class TlsStaticServer:
     Args:
         root: The folder served (for a repository: the folder holding metadata/ and targets/).
         state: A folder for the request log, reports and faults.
-        cert, key: The server's certificate and key.
+        cert, key: The server's certificate and key (None: plain HTTP, as the TUF
+            conformance suite serves).
         client_ca: Require client certificates issued by this CA.
         token: Require `Authorization: Bearer <token>` (passed by environment, never argv).
     """
 
-    def __init__(self, root: Path, state: Path, cert: Path, key: Path, *,
+    def __init__(self, root: Path, state: Path, cert: Path | None, key: Path | None, *,
                  client_ca: Path | None = None, token: str | None = None):
         self.root, self.state, self.cert, self.key = root, state, cert, key
         self.client_ca, self.token = client_ca, token
@@ -219,12 +221,15 @@ class TlsStaticServer:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        scheme = "https" if self.cert else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> TlsStaticServer:
         self.state.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, str(Path(__file__).resolve()), "--root", str(self.root),
-                "--state", str(self.state), "--cert", str(self.cert), "--key", str(self.key)]
+                "--state", str(self.state)]
+        if self.cert and self.key:
+            argv += ["--cert", str(self.cert), "--key", str(self.key)]
         if self.client_ca:
             argv += ["--client-ca", str(self.client_ca)]
         env = dict(os.environ)
@@ -289,8 +294,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", required=True)
     parser.add_argument("--state", required=True)
-    parser.add_argument("--cert", required=True)
-    parser.add_argument("--key", required=True)
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
     parser.add_argument("--client-ca")
     serve(parser.parse_args())
 
