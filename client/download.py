@@ -8,8 +8,11 @@ a server sending more than the verified length is cut off and refused.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from tuf.api import exceptions
 from tuf.api.metadata import TargetFile
@@ -107,3 +110,39 @@ def stream_target(
             f"download of {target.path} ended early at {written} of {length} bytes "
             "(it will resume)"
         )
+
+
+def download_to_file(tuf: TufClient, target: TargetFile, dest: Path) -> None:
+    """Download `target` to `dest`, verified, replacing it atomically (tools and the
+    conformance adapter; the device streams into a slot instead).
+
+    The bytes go to an unnamed file in `dest`'s folder first, so nothing partial is ever
+    visible there.
+
+    Raises:
+        VerificationError: the bytes do not match the verified target.
+        NetworkError, StorageError: as for `stream_target`.
+    """
+    try:
+        with tempfile.TemporaryFile(dir=dest.parent) as tmp:
+            stream_target(tuf, target, tmp.fileno())
+            tmp.seek(0)
+            try:
+                target.verify_length_and_hashes(tmp)
+            except exceptions.LengthOrHashMismatchError as e:
+                raise VerificationError(f"refused {target.path}: {e}") from e
+            tmp.seek(0)
+            fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := tmp.read(1024 * 1024):
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(name, dest)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
+                raise
+    except OSError as e:
+        raise StorageError(f"cannot write {dest}: {e.strerror or e}") from e
