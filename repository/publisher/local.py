@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
 from repository.errors import BadInputError
@@ -39,6 +40,26 @@ def delegated_paths(repo: OtaRepository, role: str) -> Any:
     return roles[role]
 
 
+def check_published_role(repo: OtaRepository, role: str) -> None:
+    """Refuse to build on a published version its delegation's keys did not sign.
+
+    Raises:
+        BadInputError: the published version was written by someone else (a revoked key, or a
+            compromised server); the security team resets it with `ota-repo rotate --clear-targets`.
+    """
+    if not repo.has_role(role):
+        return
+    current = repo.current_metadata(role)
+    try:
+        repo.current_metadata(Targets.type).verify_delegate(role, current)
+    except UnsignedMetadataError as e:
+        raise BadInputError(
+            f"published {role} v{current.signed.version} is not signed by the keys its "
+            "delegation lists (revoked key or tampering): not building on it; the security team "
+            f"resets it with 'ota-repo rotate {role} --clear-targets'"
+        ) from e
+
+
 def build_update(
     repo: OtaRepository, role: str, uri: str, files: list[tuple[Path, str, dict[str, Any]]]
 ) -> tuple[Metadata[Targets], list[TargetFile]]:
@@ -56,6 +77,7 @@ def build_update(
             f"({', '.join(delegated.paths or [])}): refused before signing"
         )
     signer = find_signer(uri, repo.keys_for(role))
+    check_published_role(repo, role)
     infos = [describe_file(local, path, custom) for local, path, custom in files]
     md: Metadata[Targets] = next_version(repo, role)
     for tf in infos:
