@@ -16,7 +16,16 @@ import logging
 from typing import Any
 
 from securesystemslib.signer import Key
-from tuf.api.metadata import Delegations, Metadata, Root, Snapshot, SuccinctRoles, Targets
+from tuf.api.exceptions import LengthOrHashMismatchError
+from tuf.api.metadata import (
+    Delegations,
+    Metadata,
+    Root,
+    Snapshot,
+    SuccinctRoles,
+    TargetFile,
+    Targets,
+)
 
 from repository.changes import short
 from repository.errors import BadInputError, KeyError_
@@ -25,6 +34,7 @@ from repository.layout import save_config
 from repository.manager import OtaRepository
 from repository.signing import SigningRequest
 from repository.staging import next_version, stage
+from repository.targetfiles import published_path, validate_target_path
 
 logger = logging.getLogger(__name__)
 BIN_PREFIX = "bins"
@@ -103,6 +113,42 @@ def create_bins(repo: OtaRepository, names: list[str]) -> None:
         repo.close(name, md)
     if names:
         logger.info("created %d hash bins", len(names))
+
+
+def add_stored_targets(repo: OtaRepository, infos: list[TargetFile]) -> list[str]:
+    """Bulk import: list targets whose files are already in `targets/` under their
+    consistent-snapshot names, each in its bin, in one publish (each touched bin edited once).
+
+    Every file is re-hashed against its TargetFile before anything is signed.
+
+    Returns:
+        The bins that were re-signed.
+
+    Raises:
+        BadInputError: bins are not enabled, a bad path, or a file missing or not matching.
+    """
+    with repo.writing("add-target") as details:
+        by_bin: dict[str, list[TargetFile]] = {}
+        for tf in infos:
+            validate_target_path(tf.path)
+            name = repo.role_for_target(Targets.type, tf.path)
+            if name == Targets.type:
+                raise BadInputError("targets does not use hash bins ('ota-repo hash-bins N')")
+            try:
+                with open(published_path(repo.paths.targets, tf), "rb") as f:
+                    tf.verify_length_and_hashes(f)
+            except FileNotFoundError as e:
+                raise BadInputError(f"{tf.path}: its file is not in targets/") from e
+            except LengthOrHashMismatchError as e:
+                raise BadInputError(f"{tf.path}: its file does not match its hashes") from e
+            by_bin.setdefault(name, []).append(tf)
+        for name in sorted(by_bin):
+            with repo.edit_targets(name) as targets:
+                for tf in by_bin[name]:
+                    targets.targets[tf.path] = tf
+        repo.publish_snapshot_and_timestamp()
+        details["targets_added"] = len(infos)
+    return sorted(by_bin)
 
 
 def bin_for(repo: OtaRepository, path: str) -> str | None:
