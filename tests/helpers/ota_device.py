@@ -189,7 +189,8 @@ class Lab:
         return self.repo_dir / "targets" / directory / f"{digest}.{name}"
 
     def device(self, name: str = "dev-1", *, factory: str | None = None,
-               extra: str = "", boot: str = "", max_tries: int = 3) -> DeviceHandle:
+               extra: str = "", boot: str = "", server: str = "",
+               max_tries: int = 3) -> DeviceHandle:
         """A device with the factory image `factory` (a published target path) in slot A,
         provisioned through `ota-client provision` when given."""
         folder = self.folder / "devices" / name
@@ -218,6 +219,7 @@ reports_url = "{self.server.url}/api/v1/reports"
 ca_bundle = "{self.tls.ca_cert}"
 token_file = "token"
 read_timeout = 10
+{server}
 
 [slots]
 A = "{slots['A']}"
