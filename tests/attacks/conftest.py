@@ -59,6 +59,23 @@ class Lab:
         self.repo.publish()
         return path
 
+    def recovers(self, version: str, *, attempts: int = 1) -> None:
+        """Control: with the attack gone, the device takes the honest update (so the refusal
+        the test saw was the attack's doing, not a broken setup). The honest repository first
+        re-signs every role once, so its versions are not below anything an attacker holding
+        the online keys made the device trust. `attempts` > 1 allows a failed resume first
+        (a resumed download onto tampered bytes is refused once, then starts from zero)."""
+        self.repo.publish(force=["targets", *self.repo.delegated])
+        self.server.repo = self.repo
+        self.server.calm()
+        for _ in range(attempts):
+            out = self.device.run("update")
+            if out.returncode == 0:
+                break
+        assert out.json["version"] == version
+        assert self.device.ok("boot")["committed"] is True
+        assert self.device.status()["installed_version"] == version
+
     def new_device(
         self,
         name: str,

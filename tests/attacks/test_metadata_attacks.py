@@ -25,19 +25,6 @@ FAILED_CHECK = {"event": "check", "result": "failed"}
 X9 = firmware_path("model-x", "9.0.0")
 
 
-def recovers(lab: Lab, version: str) -> None:
-    """Control: with the attack gone, the same device takes the honest update (so the
-    refusal above was the attack's doing, not a broken setup). The honest repository first
-    re-signs every role once, so its versions are not below anything an attacker holding the
-    online keys made the device trust."""
-    lab.repo.publish(force=["targets", *lab.repo.delegated])
-    lab.server.repo = lab.repo
-    lab.server.calm()
-    assert lab.device.ok("update")["version"] == version
-    assert lab.device.ok("boot")["committed"] is True
-    assert lab.device.status()["installed_version"] == version
-
-
 # -- arbitrary software ------------------------------------------------------------------------
 
 
@@ -54,7 +41,8 @@ def test_arbitrary_software_in_metadata_signed_by_attacker_keys(
     with attack(lab.device, may_change=ONLINE) as a:
         out = lab.device.run("update")
         a.refused(out, "UnsignedMetadataError", "firmware-model-x", event=FAILED_CHECK)
-    recovers(lab, lab.release("2.0.0") and "2.0.0")
+    lab.release("2.0.0")
+    lab.recovers("2.0.0")
 
 
 # -- rollback of each metadata role ------------------------------------------------------------
@@ -128,7 +116,7 @@ def test_indefinite_freeze_attack(lab: Lab, attack: Callable[..., Attempt]) -> N
         a.refused(out, "ExpiredMetadataError", "timestamp.json is expired", event=FAILED_CHECK)
     lab.repo.expiry.pop("timestamp")
     lab.repo.publish_timestamp()
-    recovers(lab, "2.0.0")
+    lab.recovers("2.0.0")
 
 
 def test_freeze_attack_with_metadata_expired_when_served(
@@ -171,7 +159,7 @@ def test_mix_and_match_attack(lab: Lab, attack: Callable[..., Attempt], role: st
             else f"Expected snapshot version {current}, got {current - 1}",
             event=FAILED_CHECK,
         )
-    recovers(lab, "2.0.0")
+    lab.recovers("2.0.0")
 
 
 # -- fast-forward attack and recovery ----------------------------------------------------------
@@ -211,7 +199,7 @@ def test_fast_forward_attack_recovery(lab: Lab, attack: Callable[..., Attempt], 
     # timestamp, whose trusted copy still points at the forged snapshot version.
     for rotated in ("timestamp",) if role == "timestamp" else ("snapshot", "timestamp"):
         lab.repo.rotate_keys(rotated)
-    recovers(lab, "2.0.0")
+    lab.recovers("2.0.0")
 
 
 # -- compromised keys below threshold ----------------------------------------------------------
@@ -260,7 +248,7 @@ def test_compromised_publisher_key_outside_delegated_paths(
     evil.add_firmware("model-x", "9.0.0", counter=9, role="firmware-model-y", salt="evil")
     evil.publish()
     lab.server.repo = evil
-    with attack(lab.device, may_change=ONLINE + ("metadata:firmware-model-x.json",)) as a:
+    with attack(lab.device, may_change=ONLINE) as a:
         a.ignored(
             lab.device.run("check"),
             check=lambda r: r["update_available"] is False,
@@ -275,7 +263,8 @@ def test_compromised_publisher_key_outside_delegated_paths(
             f"{X9} is not a target in the verified metadata",
             event={"event": "check", "result": "failed"},
         )
-    recovers(lab, lab.release("2.0.0") and "2.0.0")
+    lab.release("2.0.0")
+    lab.recovers("2.0.0")
 
 
 def test_delegated_role_swapped_between_hardware_models(
@@ -290,4 +279,4 @@ def test_delegated_role_swapped_between_hardware_models(
     with attack(lab.device, may_change=ONLINE) as a:
         out = lab.device.run("update")
         a.refused(out, "firmware-model-x", event=FAILED_CHECK)
-    recovers(lab, "2.0.0")
+    lab.recovers("2.0.0")

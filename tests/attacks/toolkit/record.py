@@ -71,10 +71,15 @@ class Attempt:
             f"stdout={outcome.stdout!r} stderr={outcome.stderr!r}"
         )
         message = outcome.error
+        texts: list[str] = []
         for fragment in fragments:
-            assert fragment in message, f"{self.name}: {fragment!r} not in {message!r}"
+            options = (fragment,) if isinstance(fragment, str) else fragment
+            assert any(o in message for o in options), (
+                f"{self.name}: {fragment!r} not in {message!r}"
+            )
+            texts.extend(options)
         if event is not None:
-            self.assert_event(event, fragments[0] if fragments else None)
+            self.assert_event(event, texts)
         self._count_refusal(message)
         return message
 
@@ -94,15 +99,16 @@ class Attempt:
         self._count_refusal(f"ignored: {result}")
         return result
 
-    def assert_event(self, fields: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    def assert_event(self, fields: dict[str, Any], reasons: list[str] | None) -> dict[str, Any]:
+        """A new event log record with `fields` whose reason names one of `reasons`."""
         events = self.new_events()
         for record in events:
             if all(record.get(k) == v for k, v in fields.items()) and (
-                reason is None or reason in str(record.get("reason", ""))
+                not reasons or any(r in str(record.get("reason", "")) for r in reasons)
             ):
                 return record
         raise AssertionError(
-            f"{self.name}: no event log record {fields} (reason {reason!r}) in {events}"
+            f"{self.name}: no event log record {fields} (reason one of {reasons!r}) in {events}"
         )
 
     def _count_refusal(self, message: str) -> None:

@@ -1,0 +1,202 @@
+"""Attacks on the bytes in transit: swapped images, endless data, slow retrieval, and a server
+that answers with errors, truncated bodies or the wrong content mid-update.
+
+The attacker here holds no key: it is the network, a mirror or a CDN. Each refusal is the
+device's, each recovery shows the same device then updates once the attack stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.attacks.conftest import Lab
+from tests.attacks.toolkit.record import Attempt
+from tests.attacks.toolkit.server import (
+    endless,
+    extra_bytes,
+    replace_bytes,
+    status,
+    trickle,
+    truncate,
+    wrong_content_type,
+)
+from tests.attacks.toolkit.simulator import firmware_path
+
+V2 = firmware_path("model-x", "2.0.0")
+IMAGE = "targets/firmware/model-x/*"
+FAILED_CHECK = {"event": "check", "result": "failed"}
+# The honest metadata of a release is new to the device and rightly trusted even when the
+# attacker then breaks the image download.
+HONEST_RELEASE_METADATA = (
+    "metadata:timestamp.json",
+    "metadata:snapshot.json",
+    "metadata:firmware-model-x.json",
+)
+FAILED_DOWNLOAD = {"event": "download", "result": "failed"}
+FAILED_VERIFY = {"event": "verify", "result": "failed"}
+
+
+def test_arbitrary_software_swapped_image(lab: Lab, attack: Callable[..., Attempt]) -> None:
+    """The mirror serves other bytes (same length) for a validly signed image."""
+    lab.release("2.0.0")
+    lab.server.attack(IMAGE, replace_bytes(64, b"EVIL CODE"))
+    with attack(lab.device, may_change=HONEST_RELEASE_METADATA) as a:
+        out = lab.device.run("update")
+        a.refused(out, f"refused {V2}", "slot B does not hold", event=FAILED_VERIFY)
+    assert lab.device.status()["slots"]["B"] is None  # nothing recorded for the bad bytes
+    lab.recovers("2.0.0")
+
+
+# -- endless data ------------------------------------------------------------------------------
+
+ENDLESS = {
+    "timestamp": ("metadata/timestamp.json", "metadata refresh failed"),
+    "root": ("metadata/2.root.json", "metadata refresh failed"),
+    "snapshot": ("metadata/*.snapshot.json", "metadata refresh failed"),
+    "image": (IMAGE, "the server sent more than the"),
+    "image-with-length": (IMAGE, "the server sent more than the"),
+}
+
+
+@pytest.mark.parametrize("where", list(ENDLESS))
+def test_endless_data_attack(lab: Lab, attack: Callable[..., Attempt], where: str) -> None:
+    """The server never stops sending (or claims and sends more than the signed length).
+    Every stream is cut at the length TUF knows for it: the configured maximum for
+    timestamp/root, the snapshot's limit, the target's signed length."""
+    lab.release("2.0.0")
+    pattern, expect = ENDLESS[where]
+    action = extra_bytes(10 * 1024 * 1024) if where == "image-with-length" else endless()
+    lab.server.attack(pattern, action)
+    may_change: tuple[str, ...] = ("metadata:timestamp.json",) if where == "snapshot" else ()
+    if where.startswith("image"):
+        # the honest metadata of the 2.0.0 release is new to the device and rightly trusted
+        may_change = HONEST_RELEASE_METADATA
+    with attack(lab.device, may_change=may_change) as a:
+        out = lab.device.run("update")
+        event = FAILED_VERIFY if where.startswith("image") else FAILED_CHECK
+        a.refused(out, expect, event=event)
+    lab.recovers("2.0.0")
+
+
+# -- slow retrieval ----------------------------------------------------------------------------
+
+SERVER_BOUND = 10.0
+SLOW = {
+    "metadata": "metadata/timestamp.json",
+    "image": IMAGE,
+}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "client/fetcher.py checks max_download_seconds and min_rate_bytes only between chunks of "
+        "iter_content(256 KiB), which blocks until a whole chunk arrives; a trickle of one byte "
+        "per read timeout is never cut (the device waits until the server gives up)"
+    ),
+)
+@pytest.mark.parametrize("where", list(SLOW))
+def test_slow_retrieval_attack(lab: Lab, attack: Callable[..., Attempt], where: str) -> None:
+    """The server trickles one byte just before each socket read timeout, forever. Each read
+    succeeds, so only a bound on the whole transfer (time and minimum rate) stops it; the
+    device is configured with small bounds (a few seconds) and must cut the transfer itself,
+    long before the server's own safety bound (SERVER_BOUND) would end it. Without such a bound
+    the device ends with "connection broken mid-transfer" when the server gives up."""
+    dev = lab.new_device(
+        "dev-slow",
+        server={
+            "read_timeout": 1.0,
+            "max_download_seconds": 4.0,
+            "min_rate_bytes": 512,
+            "min_rate_grace_seconds": 2.0,
+        },
+    )
+    lab.device = dev
+    lab.release("2.0.0", size=64 * 1024)
+    lab.server.attack(SLOW[where], trickle(interval=0.8, max_seconds=SERVER_BOUND))
+    may_change: tuple[str, ...] = ()
+    if where == "image":
+        may_change = HONEST_RELEASE_METADATA
+    with attack(dev, may_change=may_change) as a:
+        out = dev.run("update", timeout=120)
+        event = FAILED_DOWNLOAD if where == "image" else FAILED_CHECK
+        a.refused(
+            out,
+            "metadata refresh failed" if where == "metadata" else "download of",
+            ("transfer took longer than 4 s", "transfer slower than 512 B/s"),
+            event=event,
+        )
+    assert not any("stopped by its own bound" in n for n in lab.server.notes)
+    lab.recovers("2.0.0")
+
+
+# -- a failing or lying server mid-update ------------------------------------------------------
+
+FAULTS: dict[str, tuple[str, Any, tuple[str, ...], dict[str, str]]] = {
+    "500-on-snapshot": (
+        "metadata/*.snapshot.json",
+        status(500),
+        ("metadata refresh failed", "HTTP 500"),
+        FAILED_CHECK,
+    ),
+    "500-on-image": (IMAGE, status(500), (f"download of {V2} failed", "HTTP 500"), FAILED_DOWNLOAD),
+    "503-on-timestamp": (
+        "metadata/timestamp.json",
+        status(503),
+        ("metadata refresh failed", "HTTP 503"),
+        FAILED_CHECK,
+    ),
+    "truncated-snapshot": (
+        "metadata/*.snapshot.json",
+        truncate(0.5),
+        ("metadata refresh failed",),
+        FAILED_CHECK,
+    ),
+    "truncated-image": (IMAGE, truncate(0.5), (f"download of {V2} failed",), FAILED_DOWNLOAD),
+    "html-instead-of-snapshot": (
+        "metadata/*.snapshot.json",
+        wrong_content_type(),
+        ("metadata refresh failed",),
+        FAILED_CHECK,
+    ),
+    "html-instead-of-image": (
+        IMAGE,
+        wrong_content_type(b"<html>" + b" " * 1100000 + b"</html>"),
+        (f"refused {V2}", "more than the"),
+        FAILED_VERIFY,
+    ),
+    "json-content-type-on-image": (
+        IMAGE,
+        replace_bytes(0, b"{}"),
+        (f"refused {V2}", "does not hold"),
+        FAILED_VERIFY,
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_server_faults_mid_update(lab: Lab, attack: Callable[..., Attempt], fault: str) -> None:
+    """The server fails or lies halfway through an update (after the device has started it)."""
+    lab.release("2.0.0", size=1024 * 1024)  # several read chunks: a cut leaves bytes to resume
+    pattern, action, fragments, event = FAULTS[fault]
+    lab.server.attack(pattern, action)
+    may_change: tuple[str, ...] = ()
+    if "image" in fault:
+        may_change = HONEST_RELEASE_METADATA
+    elif "snapshot" in fault:
+        may_change = ("metadata:timestamp.json",)  # the honest new timestamp came through
+    with attack(lab.device, may_change=may_change) as a:
+        out = lab.device.run("update")
+        a.refused(out, *fragments, event=event)
+    # A truncated image resumes where it stopped; a resumed download onto bad bytes is
+    # refused once and then starts over.
+    lab.recovers("2.0.0", attempts=2)
+    if fault == "truncated-image":
+        assert any(
+            r and r.startswith("bytes=")
+            for _, p, r in lab.server.requests
+            if p.startswith("targets/")
+        ), "the interrupted download did not resume"
