@@ -189,15 +189,22 @@ def threshold_states(
         md = change.md
         try:
             if change.role == Root.type:
-                previous = context[Root.type].signed
-                assert isinstance(previous, Root) and isinstance(md.signed, Root)
-                result = md.signed.get_root_verification_result(
-                    previous, md.signed_bytes, md.signatures
-                )
-                pairs = [
-                    (f"root v{previous.version} (previous)", result.first),
-                    (f"root v{md.signed.version} (new)", result.second),
-                ]
+                assert isinstance(md.signed, Root)
+                if md.signed.version == 1:  # the first root answers only to itself
+                    result = md.signed.get_root_verification_result(
+                        None, md.signed_bytes, md.signatures
+                    )
+                    pairs = [("root v1", result.second)]
+                else:
+                    previous = context[Root.type].signed
+                    assert isinstance(previous, Root)
+                    result = md.signed.get_root_verification_result(
+                        previous, md.signed_bytes, md.signatures
+                    )
+                    pairs = [
+                        (f"root v{previous.version} (previous)", result.first),
+                        (f"root v{md.signed.version} (new)", result.second),
+                    ]
             else:
                 delegator = _delegator(req, change.role, context)
                 result_one = delegator.get_verification_result(
@@ -320,7 +327,8 @@ def verify_thresholds(req: SigningRequest, context: dict[str, Metadata[Any]]) ->
     try:
         for change in req.changes:
             if change.role == Root.type:
-                context[Root.type].verify_delegate(Root.type, change.md)
+                if change.md.signed.version > 1:
+                    context[Root.type].verify_delegate(Root.type, change.md)
                 change.md.verify_delegate(Root.type, change.md)
             else:
                 parent = Root.type if change.role == Targets.type else Targets.type

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
+from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp
 
 from repository import audit
 from repository.changes import describe, short
@@ -37,12 +37,21 @@ logger = logging.getLogger(__name__)
 _ORDER = {Root.type: 0, Targets.type: 1}
 
 
+def is_unpublished(repo: OtaRepository) -> bool:
+    """A repository whose first root still waits for its holders (`init-ceremony`)."""
+    return not (repo.paths.metadata / "1.root.json").exists()
+
+
 def published_context(repo: OtaRepository) -> dict[str, Metadata[Any]]:
     """The delegators a request is checked against: the published root and targets."""
+    if is_unpublished(repo):
+        return {}
     return {r: repo.current_metadata(r) for r in (Root.type, Targets.type)}
 
 
 def published_version(repo: OtaRepository, role: str) -> int:
+    if is_unpublished(repo):
+        return 0
     return repo.current_metadata(role).signed.version if repo.has_role(role) else 0
 
 
@@ -261,6 +270,16 @@ def _check_online_signers(repo: OtaRepository, root: Root) -> None:
             )
 
 
+def _first_snapshot_and_timestamp(repo: OtaRepository) -> None:
+    """Version 1 of snapshot and timestamp, after a ceremony's root and targets v1."""
+    snapshot = Metadata(Snapshot(version=0, meta={"targets.json": MetaFile(1)}))
+    repo.finalize(Snapshot.type, snapshot)
+    repo.write(Snapshot.type, snapshot)
+    timestamp = Metadata(Timestamp(version=0, snapshot_meta=MetaFile(1)))
+    repo.finalize(Timestamp.type, timestamp)
+    repo.write(Timestamp.type, timestamp)
+
+
 def publish(repo: OtaRepository, req_id: str) -> SigningRequest:
     """Publish a fully signed request, then snapshot and timestamp with the online keys.
 
@@ -288,10 +307,14 @@ def publish(repo: OtaRepository, req_id: str) -> SigningRequest:
         _check_online_signers(repo, new_root)
         new_targets = req.change(Targets.type)
         bins = hashbins.bins_to_create(repo, new_targets.md if new_targets else None)
+        first = is_unpublished(repo)
         for change in sorted(req.changes, key=lambda c: -_ORDER.get(c.role, 2)):
             repo.write(change.role, copy.deepcopy(change.md))
         hashbins.create_bins(repo, bins)
-        repo.publish_snapshot_and_timestamp(force=True)
+        if first:
+            _first_snapshot_and_timestamp(repo)
+        else:
+            repo.publish_snapshot_and_timestamp(force=True)
         details["request"] = req.id
         details["summary"] = req.summary
     done = repo.paths.staging / "published"

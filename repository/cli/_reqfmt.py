@@ -24,6 +24,12 @@ SIGN_WITH = click.option(
     metavar="URI",
     help="Signer URI of a key present here to sign the request with now (repeat).",
 )
+EXPORT = click.option(
+    "--export",
+    "export_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the request to this file, for holders on other machines.",
+)
 PUBLISH = click.option(
     "--publish", "publish_now", is_flag=True, help="Publish at once if every threshold is met."
 )
@@ -112,10 +118,14 @@ def finish(
     make: Callable[[], SigningRequest],
     publish_now: bool,
     warnings: Iterable[str] = (),
+    export_to: Path | None = None,
 ) -> None:
     """Stage the request `make` builds (under the writer lock), print it, maybe publish it."""
     with repo.writing("stage-request"):
         req = make()
+    if export_to is not None:
+        staging.export(repo, req.id, export_to)
+        click.echo(f"exported {req.id} to {export_to}")
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
     states = threshold_states(req, staging.published_context(repo))

@@ -10,6 +10,7 @@ import click
 from repository import delegations, hashbins, rotation
 from repository.cli._base import Context, cli, pass_ctx
 from repository.cli._reqfmt import (
+    EXPORT,
     PUBLISH,
     SIGN_WITH,
     add_extra_signers,
@@ -28,7 +29,10 @@ _PUB = click.Path(dir_okay=False, path_type=Path)
 @click.argument("role")
 @click.option("--add-key", "add", multiple=True, type=_PUB, help="Public key file to add (repeat).")
 @click.option(
-    "--remove-key", "remove", multiple=True, help="Keyid (or 8+ hex digit prefix) to remove."
+    "--remove-key",
+    "remove",
+    multiple=True,
+    help="Public key file, keyid or 8+ hex digit keyid prefix to remove (repeat).",
 )
 @click.option("--threshold", type=int, help="New threshold of ROLE.")
 @click.option("--uri", "online_uri", help="Signer URI of a new snapshot/timestamp key (server).")
@@ -37,6 +41,7 @@ _PUB = click.Path(dir_okay=False, path_type=Path)
 )
 @click.option("--allow-single-root-key", is_flag=True, help="Accept a root threshold of 1.")
 @SIGN_WITH
+@EXPORT
 @PUBLISH
 @pass_ctx
 def rotate_cmd(
@@ -49,6 +54,7 @@ def rotate_cmd(
     clear_targets: bool,
     allow_single_root_key: bool,
     sign_with: tuple[str, ...],
+    export_to: Path | None,
     publish_now: bool,
 ) -> None:
     """Add or remove keys of ROLE or change its threshold (a signing request).
@@ -58,6 +64,7 @@ def rotate_cmd(
     """
     repo = ctx.open()
     keys = pub_keys(add)
+    remove = tuple(public_key_from_file(Path(r)).keyid if Path(r).is_file() else r for r in remove)
     add_extra_signers(repo, sign_with, keys)
     if role in TOP_LEVEL_ROLES:
         if clear_targets:
@@ -89,22 +96,28 @@ def rotate_cmd(
                 clear_targets=clear_targets,
             )
 
-    finish(repo, make, publish_now)
+    finish(repo, make, publish_now, export_to=export_to)
 
 
 @cli.command("renew")
 @click.argument("role")
 @click.option("--days", type=int, help="New expiry period of ROLE, in days, from now on.")
 @SIGN_WITH
+@EXPORT
 @PUBLISH
 @pass_ctx
 def renew_cmd(
-    ctx: Context, role: str, days: int | None, sign_with: tuple[str, ...], publish_now: bool
+    ctx: Context,
+    role: str,
+    days: int | None,
+    sign_with: tuple[str, ...],
+    export_to: Path | None,
+    publish_now: bool,
 ) -> None:
     """Re-sign an offline ROLE with a fresh expiry (a signing request)."""
     repo = ctx.open()
     add_extra_signers(repo, sign_with, [])
-    finish(repo, lambda: rotation.renew(repo, role, days=days), publish_now)
+    finish(repo, lambda: rotation.renew(repo, role, days=days), publish_now, export_to=export_to)
 
 
 @cli.command("delegate")
@@ -120,6 +133,7 @@ def renew_cmd(
 @click.option("--threshold", type=int, default=1, show_default=True)
 @click.option("--terminating", is_flag=True, help="Stop the search here for matching paths.")
 @SIGN_WITH
+@EXPORT
 @PUBLISH
 @pass_ctx
 def delegate_cmd(
@@ -130,6 +144,7 @@ def delegate_cmd(
     threshold: int,
     terminating: bool,
     sign_with: tuple[str, ...],
+    export_to: Path | None,
     publish_now: bool,
 ) -> None:
     """Delegate path PATTERNS to a publisher's ROLE (a signing request on targets).
@@ -148,19 +163,22 @@ def delegate_cmd(
         warnings.extend(found)
         return req
 
-    finish(repo, make, publish_now, warnings)
+    finish(repo, make, publish_now, warnings, export_to)
 
 
 @cli.command("revoke")
 @click.argument("role")
 @SIGN_WITH
+@EXPORT
 @PUBLISH
 @pass_ctx
-def revoke_cmd(ctx: Context, role: str, sign_with: tuple[str, ...], publish_now: bool) -> None:
+def revoke_cmd(
+    ctx: Context, role: str, sign_with: tuple[str, ...], export_to: Path | None, publish_now: bool
+) -> None:
     """Remove the delegation to ROLE: its metadata and keys stop counting (a signing request)."""
     repo = ctx.open()
     add_extra_signers(repo, sign_with, [])
-    finish(repo, lambda: delegations.revoke(repo, role), publish_now)
+    finish(repo, lambda: delegations.revoke(repo, role), publish_now, export_to=export_to)
 
 
 @cli.command("hash-bins")
@@ -168,6 +186,7 @@ def revoke_cmd(ctx: Context, role: str, sign_with: tuple[str, ...], publish_now:
 @click.option("--key", "key_file", type=_PUB, help="Bins' online public key (default: snapshot's).")
 @click.option("--uri", help="Signer URI of --key on this server.")
 @SIGN_WITH
+@EXPORT
 @PUBLISH
 @pass_ctx
 def hash_bins_cmd(
@@ -176,10 +195,16 @@ def hash_bins_cmd(
     key_file: Path | None,
     uri: str | None,
     sign_with: tuple[str, ...],
+    export_to: Path | None,
     publish_now: bool,
 ) -> None:
     """Delegate every target path to BINS succinct hash bins signed by an online key (TAP 15)."""
     repo = ctx.open()
     key = public_key_from_file(key_file) if key_file else None
     add_extra_signers(repo, sign_with, [])
-    finish(repo, lambda: hashbins.enable(repo, bins, key=key, uri=uri), publish_now)
+    finish(
+        repo,
+        lambda: hashbins.enable(repo, bins, key=key, uri=uri),
+        publish_now,
+        export_to=export_to,
+    )

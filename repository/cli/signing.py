@@ -120,10 +120,18 @@ def sign_cmd(ctx: Context, ref: str, uri: str) -> None:
 
 
 @cli.command("publish")
-@click.argument("request_id")
+@click.argument("ref")
 @pass_ctx
-def publish_cmd(ctx: Context, request_id: str) -> None:
-    """Publish a request once every threshold is met (then snapshot and timestamp)."""
-    req = staging.publish(ctx.open(), request_id)
+def publish_cmd(ctx: Context, ref: str) -> None:
+    """Publish request REF once every threshold is met (then snapshot and timestamp).
+
+    REF is a request ID, or a request FILE signed elsewhere: its signatures are imported first.
+    """
+    repo = ctx.open()
+    if _is_file(ref):
+        request_id = staging.import_signatures(repo, Path(ref))[0].id
+    else:
+        request_id = ref
+    req = staging.publish(repo, request_id)
     versions = ", ".join(f"{c.role} v{c.md.signed.version}" for c in req.changes)
     click.echo(f"published {req.id}: {versions}")
