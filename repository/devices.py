@@ -120,6 +120,8 @@ class Registry:
             }
         except (AttributeError, KeyError, TypeError) as e:
             raise CorruptRepositoryError("device registry (.ota/devices.json) is malformed") from e
+        if not all(_ID.match(name) for name in (*devices, *uploaders)):
+            raise CorruptRepositoryError("device registry (.ota/devices.json) has a bad id")
         return cls(devices, uploaders)
 
 

@@ -68,6 +68,8 @@ def peer_common_name(environ: dict[str, Any]) -> str | None:
     if not isinstance(sock, ssl.SSLSocket):
         return None
     try:
+        if sock.getpeercert(binary_form=True) is None:  # cheap: no certificate was sent
+            return None
         cert = sock.getpeercert()
     except (ValueError, OSError):
         return None

@@ -16,6 +16,14 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 
+# For static JSON and octet-stream bodies only these two matter (no HTML is ever served: framing,
+# scripts and referrers do not apply); fewer headers is measurable work saved per request.
+STATIC_SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Strict-Transport-Security", "max-age=31536000"),
+)
+
+
 def json_error(
     start_response: Callable[..., Any],
     status: int,

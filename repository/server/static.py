@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Callable, Iterable, Iterator
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
@@ -19,8 +18,9 @@ from urllib.parse import quote, unquote
 
 from repository.devices import Device
 from repository.server.auth import RegistryCache, Throttle, authenticate_device
+from repository.server.files import FileSource, Opened
 from repository.server.requestlog import RequestAudit
-from repository.server.respond import SECURITY_HEADERS, json_error
+from repository.server.respond import STATIC_SECURITY_HEADERS, json_error
 from repository.server.settings import ServerSettings
 
 StartResponse = Callable[..., Any]
@@ -147,16 +147,16 @@ class StaticFiles:
         self.registry = registry
         self.throttle = throttle
         self.audit = audit
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-        self._dirs = {
-            "metadata": os.open(settings.paths.metadata, flags),
-            "targets": os.open(settings.paths.targets, flags),
+        self._sources = {
+            "metadata": FileSource(str(settings.paths.metadata)),
+            "targets": FileSource(str(settings.paths.targets)),
         }
         scope = "private" if settings.device_auth else "public"
         self._immutable = f"{scope}, {IMMUTABLE}"
         age = settings.timestamp_max_age
         self._timestamp_cc = f"{scope}, max-age={age}" if age else f"{scope}, no-cache"
         self._shared = settings.shared_target_prefixes
+        self._last_modified: dict[int, str] = {}
 
     def __call__(
         self, environ: dict[str, Any], start_response: StartResponse, folder: str, raw: str
@@ -188,7 +188,7 @@ class StaticFiles:
         try:
             if folder == "metadata":
                 name, role, version = metadata_name(raw)
-                fd = self._open_in(self._dirs["metadata"], [name])
+                opened = self._sources["metadata"].open([name])
                 content_type = "application/json"
                 cache = self._timestamp_cc if role is None else self._immutable
                 flag = self._regression_flag(device_id, role, version)
@@ -205,7 +205,7 @@ class StaticFiles:
                         **({"flag": "other-model-firmware"} if other else {}),
                     )
                     return json_error(start_response, 403, "forbidden")
-                fd = self._open_in(self._dirs["targets"], parts)
+                opened = self._sources["targets"].open(parts)
                 content_type = "application/octet-stream"
                 hashed = target_path != raw
                 cache = self._immutable if hashed else self._timestamp_cc
@@ -226,7 +226,7 @@ class StaticFiles:
         return self._respond(
             environ,
             start_response,
-            fd,
+            opened,
             content_type,
             cache,
             (device_id, folder, raw, source, flag),
@@ -243,38 +243,6 @@ class StaticFiles:
             return target_path.startswith(f"firmware/{device.hwid}/")
         return target_path.startswith(self._shared) if self._shared else False
 
-    @staticmethod
-    def _open_in(top: int, parts: list[str]) -> int:
-        """Open `parts` below the directory `top`, following no symlink, refusing non-files.
-
-        Raises:
-            FileNotFoundError: missing, a symlink, a directory, or anything but a regular file.
-        """
-        dir_fd = top
-        opened: list[int] = []
-        try:
-            for part in parts[:-1]:
-                dir_fd = os.open(
-                    part,
-                    os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    dir_fd=dir_fd,
-                )
-                opened.append(dir_fd)
-            fd = os.open(
-                parts[-1],
-                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                dir_fd=dir_fd,
-            )
-        except OSError as e:  # ELOOP (symlink), ENOTDIR, ENOENT, EACCES: all "not here"
-            raise FileNotFoundError(parts[-1]) from e
-        finally:
-            for d in opened:
-                os.close(d)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise FileNotFoundError(parts[-1])
-        return fd
-
     def _log_download(
         self,
         device: str | None,
@@ -287,45 +255,44 @@ class StaticFiles:
     ) -> None:
         if not self.settings.audit_downloads and flag is None and status < 400:
             return
-        extra = {"flag": flag} if flag else {}
-        self.audit.record(
-            "download",
-            device=device,
-            path=f"{folder}/{raw}",
-            status=status,
-            bytes=sent,
-            remote=source,
-            **extra,
-        )
+        self.audit.download(device, f"{folder}/{raw}", status, sent, source, flag)
+
+    def _http_date(self, mtime: float) -> str:
+        second = int(mtime)
+        found = self._last_modified.get(second)
+        if found is None:
+            if len(self._last_modified) > 4096:
+                self._last_modified.clear()
+            found = self._last_modified[second] = formatdate(second, usegmt=True)
+        return found
 
     def _respond(
         self,
         environ: dict[str, Any],
         start_response: StartResponse,
-        fd: int,
+        opened: Opened,
         content_type: str,
         cache: str,
         log: tuple[str | None, str, str, str, str | None],
     ) -> Iterable[bytes]:
-        st = os.fstat(fd)
-        size = st.st_size
+        size = opened.size
         name = log[2].rpartition("/")[2]
         m = _HASH_PREFIX.match(name)
-        etag = f'"{name[: m.end() - 1]}"' if m else f'"{st.st_ino:x}-{size:x}-{st.st_mtime_ns:x}"'
+        etag = f'"{name[: m.end() - 1]}"' if m else f'"{opened.ino:x}-{size:x}-{opened.mtime_ns:x}"'
         headers = [
             ("Content-Type", content_type),
             ("ETag", etag),
-            ("Last-Modified", formatdate(st.st_mtime, usegmt=True)),
+            ("Last-Modified", self._http_date(opened.mtime)),
             ("Cache-Control", cache),
             ("Accept-Ranges", "bytes"),
-            *SECURITY_HEADERS,
+            *STATIC_SECURITY_HEADERS,
         ]
         inm = environ.get("HTTP_IF_NONE_MATCH")
         ims = environ.get("HTTP_IF_MODIFIED_SINCE")
         if (inm is not None and _etag_matches(inm, etag)) or (
-            inm is None and ims is not None and _not_modified_since(ims, st.st_mtime)
+            inm is None and ims is not None and _not_modified_since(ims, opened.mtime)
         ):
-            os.close(fd)
+            opened.close()
             self._log_download(log[0], log[1], log[2], 304, 0, log[3], log[4])
             start_response("304 Not Modified", headers[1:])
             return []
@@ -336,7 +303,7 @@ class StaticFiles:
             try:
                 span = parse_range(range_header, size)
             except ValueError:
-                os.close(fd)
+                opened.close()
                 self._log_download(log[0], log[1], log[2], 416, 0, log[3], log[4])
                 return json_error(
                     start_response,
@@ -351,11 +318,14 @@ class StaticFiles:
         self._log_download(log[0], log[1], log[2], int(status[:3]), count, log[3], log[4])
         start_response(status, headers)
         if environ["REQUEST_METHOD"] == "HEAD":
-            os.close(fd)
+            opened.close()
             return []
+        if opened.data is not None:
+            return [opened.data[start : start + count]]
+        assert opened.fd is not None
         if start == 0 and count == size:
             wrapper = environ.get("wsgi.file_wrapper")
             if wrapper is not None:
-                result: Iterable[bytes] = wrapper(os.fdopen(fd, "rb", buffering=0), BLOCK)
+                result: Iterable[bytes] = wrapper(os.fdopen(opened.fd, "rb", buffering=0), BLOCK)
                 return result
-        return _Slice(fd, start, count)
+        return _Slice(opened.fd, start, count)
