@@ -1,0 +1,226 @@
+"""Attacks on the device's own files: its cached metadata, a partial download, and the slots
+between install and boot (an attacker with brief write access to the storage, or bit rot).
+
+The device must never trust what it did not verify itself: cached metadata is verified again
+from the provisioned root, a resumed download is verified as a whole, and a slot's image is
+checked against its recorded verified target before every boot.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from securesystemslib.signer import CryptoSigner
+
+from tests.attacks.conftest import Lab
+from tests.attacks.toolkit.device import LabDevice
+from tests.attacks.toolkit.record import Attempt
+from tests.attacks.toolkit.server import truncate
+from tests.attacks.toolkit.simulator import firmware_path
+
+V2 = firmware_path("model-x", "2.0.0")
+IMAGE = "targets/firmware/model-x/*"
+
+
+def flip(path: Path, offset: int, data: bytes = b"EVIL") -> None:
+    """Overwrite bytes in place (the attacker's write to the medium)."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def cache(dev: LabDevice) -> Path:
+    return dev.data_dir / "metadata"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    path.chmod(0o600)  # the device refuses a data directory open to others: stay owner-only
+
+
+# -- cached metadata ---------------------------------------------------------------------------
+
+
+def _forged(lab: Lab) -> dict[str, bytes]:
+    """A complete forged view that would offer 9.0.0: every role re-signed by attacker keys,
+    including a root v2 that hands all roles to them. Its image is on the mirror too."""
+    evil = lab.repo.fork()
+    mine = CryptoSigner.generate_ed25519()
+    for role in ("root", "targets", "snapshot", "timestamp"):
+        for keyid in list(evil.root.roles[role].keyids):
+            evil.root.revoke_key(keyid, role)
+        evil.root.add_key(mine.public_key, role)
+        evil.root.roles[role].threshold = 1
+        evil.sign_with[role] = [mine]
+    evil.sign_with["firmware-model-x"] = [mine]
+    evil.publish_root(signers=[mine])
+    path = evil.add_firmware("model-x", "9.0.0", counter=9, salt="evil")
+    evil.timestamp.version += 100
+    evil.publish()
+    lab.repo.files[evil.served_path(path)] = evil.images[path]  # bytes reachable on the mirror
+    return {
+        "timestamp.json": evil.history["timestamp"][evil.timestamp.version],
+        "snapshot.json": evil.history["snapshot"][evil.snapshot.version],
+        "targets.json": evil.history["targets"][evil.targets.version],
+        "firmware-model-x.json": evil.history["firmware-model-x"][
+            evil.delegated["firmware-model-x"].version
+        ],
+        "root_history/2.root.json": evil.history["root"][2],
+    }
+
+
+TAMPER_CACHE = [
+    "forged-timestamp-and-snapshot",
+    "forged-delegated-role",
+    "forged-next-root",
+    "root-link-to-forged-root",
+    "deleted-cache",
+]
+
+
+@pytest.mark.parametrize("how", TAMPER_CACHE)
+def test_tampered_cached_metadata(lab: Lab, attack: Callable[..., Attempt], how: str) -> None:
+    """Cached metadata is replaced by forged files offering 9.0.0. ngclient re-verifies the
+    cache from the provisioned root, discards what does not verify and fetches the honest
+    metadata again: the device sees no update and its trusted metadata is as before."""
+    forged = _forged(lab)
+    folder = cache(lab.device)
+    with attack(lab.device, f"tampered cache: {how}") as a:
+        if how == "forged-timestamp-and-snapshot":
+            write_private(folder / "timestamp.json", forged["timestamp.json"])
+            write_private(folder / "snapshot.json", forged["snapshot.json"])
+        elif how == "forged-delegated-role":
+            write_private(folder / "targets.json", forged["targets.json"])
+            write_private(folder / "firmware-model-x.json", forged["firmware-model-x.json"])
+        elif how == "forged-next-root":
+            write_private(
+                folder / "root_history" / "2.root.json", forged["root_history/2.root.json"]
+            )
+            # The forged file stays where the attacker put it; the device must not adopt it
+            # (root.json still resolves to the provisioned version 1, checked below).
+            a.may_change = ("metadata:root_history/2.root.json",)
+        elif how == "root-link-to-forged-root":
+            (folder / "root.json").unlink()
+            write_private(folder / "root.json", forged["root_history/2.root.json"])
+        else:
+            shutil.rmtree(folder)
+        out = lab.device.run("update")
+        a.ignored(out, check=lambda r: r["result"] == "no-update")
+    assert (folder / "root.json").resolve().name == "1.root.json"
+    assert json.loads((folder / "root.json").read_bytes())["signed"]["version"] == 1
+    lab.release("2.0.0")
+    lab.recovers("2.0.0")
+
+
+# -- partial downloads -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["slot-bytes", "resume-offset", "resume-offset-at-end"])
+def test_tampered_partial_download(lab: Lab, attack: Callable[..., Attempt], how: str) -> None:
+    """A download is cut halfway (resumable). Before it resumes, the attacker changes bytes
+    already written to the inactive slot, or moves the resume record's offset. The resumed
+    image is verified as a whole, refused, and the next attempt starts from zero."""
+    size = 1024 * 1024
+    lab.release("2.0.0", size=size)
+    lab.server.attack(IMAGE, truncate(0.6), times=1)
+    cut = lab.device.run("update")
+    assert cut.returncode == 1 and "it will resume" in cut.error, cut
+    record_path = lab.device.data_dir / "download.json"
+    record = json.loads(record_path.read_text())
+    assert 0 < record["offset"] < size, record
+    if how == "slot-bytes":
+        flip(lab.device.slots["B"], record["offset"] // 2)
+    elif how == "resume-offset":
+        record["offset"] += 4096  # skip bytes that were never written
+        write_private(record_path, json.dumps(record).encode())
+    else:
+        record["offset"] = size  # "everything is here already"
+        write_private(record_path, json.dumps(record).encode())
+    with attack(lab.device, f"tampered partial download: {how}") as a:
+        out = lab.device.run("update")
+        a.refused(
+            out,
+            f"refused {V2}",
+            "slot B does not hold",
+            event={"event": "verify", "result": "failed"},
+        )
+    if how != "resume-offset-at-end":  # at the end, nothing is left to fetch
+        assert any(r == f"bytes={record['offset']}-" for _, p, r in lab.server.requests), (
+            "the tampered download was not resumed"
+        )
+    assert not record_path.exists()  # never resume onto bytes that did not verify
+    lab.recovers("2.0.0")
+
+
+# -- slots between install and boot ------------------------------------------------------------
+
+
+def test_tampered_inactive_slot_between_install_and_boot(
+    lab: Lab, attack: Callable[..., Attempt]
+) -> None:
+    """2.0.0 is installed into slot B and waits for its trial boot; the attacker changes B.
+    The boot check refuses the trial and stays on A."""
+    lab.release("2.0.0")
+    assert lab.device.ok("update")["slot"] == "B"
+    flip(lab.device.slots["B"], 100)
+    with attack(lab.device, may_change=("trial_slot",)) as a:
+        out = lab.device.run("boot")
+        a.ignored(
+            out,
+            check=lambda r: (
+                r["slot"] == "A"
+                and r["rolled_back"]
+                and not r["committed"]
+                and "trial image does not verify" in r["reason"]
+            ),
+            event={"event": "rollback", "result": "rolled-back"},
+        )
+    lab.recovers("2.0.0")
+
+
+@pytest.mark.parametrize("spare", ["no-spare", "verified-spare"])
+def test_tampered_active_slot_before_boot(
+    lab: Lab, attack: Callable[..., Attempt], spare: str
+) -> None:
+    """The committed slot's image is changed while the device is off. It is never booted:
+    the device falls back to the other slot if that one verifies (and is not below the
+    security counter), else it refuses to boot at all."""
+    dev = lab.device
+    if spare == "verified-spare":
+        lab.release("2.0.0")
+        assert dev.ok("update")["slot"] == "B"
+        assert dev.ok("boot")["committed"] is True
+    active = dev.status()["active_slot"]
+    original = dev.slots[active].read_bytes()
+    flip(dev.slots[active], 200)
+    if spare == "no-spare":
+        # The attacker's write is the attack; the device must neither boot nor adopt it.
+        with attack(dev) as a:
+            out = dev.run("boot")
+            a.refused(
+                out,
+                f"no bootable slot: slot {active}",
+                f"slot {active} does not hold",
+                event={"event": "boot", "result": "failed"},
+            )
+        write_private(dev.slots[active], original)  # control: the genuine image boots
+        assert dev.ok("boot")["slot"] == active
+        return
+    with attack(dev, may_change=("active_slot", "active_bytes", "installed_version")) as a:
+        out = dev.run("boot")
+        a.ignored(
+            out,
+            check=lambda r: (
+                r["slot"] == "A"
+                and r["rolled_back"]
+                and f"committed slot {active} does not verify" in r["reason"]
+            ),
+            event={"event": "rollback", "result": "rolled-back"},
+        )
+    status = dev.status()
+    assert (status["active_slot"], status["installed_version"]) == ("A", "1.0.0")
+    assert dev.slot_holds("A", lab.repo.images[firmware_path("model-x", "1.0.0")])
