@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,19 +15,30 @@ from tests.helpers.ceremony import Ceremony, production_repo, use_passphrase
 from tests.helpers.repo import assert_one_line_error, cli_env, ota_repo, published
 
 
-@pytest.fixture
-def c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ceremony:
-    use_passphrase(monkeypatch)
-    ceremony = production_repo(tmp_path)
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ceremony, str]:
+    """One production repository with a staged 'add dave to root' request; tests get copies."""
+    mp = pytest.MonkeyPatch()
+    use_passphrase(mp)
+    ceremony = production_repo(tmp_path_factory.mktemp("requests-template"))
     ceremony.new_key("dave")
     ceremony.new_key("stranger")
-    return ceremony
+    mp.undo()
+    proc = ota_repo(ceremony.repo_dir, "rotate", "root", "--add-key", str(ceremony.pub("dave")))
+    assert "root key added" in proc.stdout
+    return ceremony, _pending(ceremony)[0]["id"]  # type: ignore[return-value]
+
+
+@pytest.fixture
+def c(template: tuple[Ceremony, str], tmp_path: Path) -> Ceremony:
+    shutil.copytree(template[0].repo_dir, tmp_path / "repo")
+    return Ceremony(tmp_path / "repo", template[0].keys_dir)
 
 
 def _stage_add_dave(c: Ceremony) -> str:
-    proc = ota_repo(c.repo_dir, "rotate", "root", "--add-key", str(c.pub("dave")))
-    assert "root key added" in proc.stdout
-    return _pending(c)[0]["id"]
+    """The id of the template's staged request (read from the staging folder)."""
+    (path,) = (c.repo_dir / ".ota" / "staging").glob("*.json")
+    return path.stem
 
 
 def _pending(c: Ceremony) -> list[dict[str, object]]:
@@ -169,7 +181,8 @@ def test_tampered_staged_request_is_refused_at_publish(c: Ceremony) -> None:
         ),
         (["delegate", "root", "--paths", "a/*", "--key", "{dave_pub}"], "bad role name 'root'"),
         (["rotate", "snapshot", "--add-key", "{dave_pub}"], "needs exactly one key and its --uri"),
-        (["publish", "../../metadata/1.root"], "bad request id"),
+        (["publish", "../../metadata/1.root"], "cannot read request file"),
+        (["sign", "../no-such-request", "--key", "{alice}"], "cannot read request file"),
     ],
     ids=[
         "key-not-listed",
@@ -186,7 +199,8 @@ def test_tampered_staged_request_is_refused_at_publish(c: Ceremony) -> None:
         "absolute-pattern",
         "top-level-name",
         "online-key-without-uri",
-        "request-id-traversal",
+        "request-path-traversal",
+        "sign-missing-file",
     ],
 )
 def test_bad_input_one_line_nothing_published_or_recorded(
