@@ -11,7 +11,7 @@ Environment (all optional except the certificate):
     OTA_MTLS          "required" (default when OTA_DEVICE_CA is set) or "optional"
                       (devices without a certificate may still use a bearer token)
     OTA_WORKERS       worker processes (default: CPU count)
-    OTA_THREADS       threads per worker (default 8)
+    OTA_THREADS       threads per worker (default 16; each serves one connection at a time)
     OTA_PLAINTEXT=1   serve plain HTTP (only behind a TLS-terminating proxy on loopback)
     OTA_PIDFILE       write the master's PID here
 """
@@ -41,7 +41,7 @@ def _int_env(name: str, default: int) -> int:
 bind = [os.environ.get("OTA_BIND", "127.0.0.1:8443")]
 worker_class = "gthread"  # keep-alive connections: one TLS handshake per device visit
 workers = _int_env("OTA_WORKERS", os.cpu_count() or 2)
-threads = _int_env("OTA_THREADS", 8)
+threads = _int_env("OTA_THREADS", 16)
 timeout = 60  # a worker stuck this long is restarted
 graceful_timeout = 30
 keepalive = 15

@@ -17,7 +17,12 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from repository.devices import Device
-from repository.server.auth import RegistryCache, Throttle, authenticate_device
+from repository.server.auth import (
+    RegistryCache,
+    Throttle,
+    authenticate_device,
+    authenticate_uploader,
+)
 from repository.server.files import FileSource, Opened
 from repository.server.requestlog import RequestAudit
 from repository.server.respond import STATIC_SECURITY_HEADERS, json_error
@@ -166,6 +171,7 @@ class StaticFiles:
         if method not in ("GET", "HEAD"):
             return json_error(start_response, 405, "method not allowed", [("Allow", "GET, HEAD")])
         device: Device | None = None
+        publisher: str | None = None
         if self.settings.device_auth:
             wait = self.throttle.blocked_for(source)
             if wait:
@@ -173,18 +179,24 @@ class StaticFiles:
                 return json_error(
                     start_response, 429, "too many requests", [("Retry-After", str(int(wait) + 1))]
                 )
-            device = authenticate_device(environ, self.registry.get())
+            registry = self.registry.get()
+            device = authenticate_device(environ, registry)
             if device is None:
-                burst = self.throttle.failed(source)
-                extra = {"flag": "auth-failure-burst"} if burst else {}
-                self.audit.record("auth-failure", remote=source, path=f"{folder}/{raw}", **extra)
-                return json_error(
-                    start_response,
-                    401,
-                    "unauthorized",
-                    [("WWW-Authenticate", 'Bearer realm="ota"')],
-                )
-        device_id = device.device_id if device else None
+                uploader = authenticate_uploader(environ, registry)
+                if uploader is None:
+                    burst = self.throttle.failed(source)
+                    extra = {"flag": "auth-failure-burst"} if burst else {}
+                    self.audit.record(
+                        "auth-failure", remote=source, path=f"{folder}/{raw}", **extra
+                    )
+                    return json_error(
+                        start_response,
+                        401,
+                        "unauthorized",
+                        [("WWW-Authenticate", 'Bearer realm="ota"')],
+                    )
+                publisher = f"publisher:{uploader.name}"  # reads metadata, never firmware
+        device_id = device.device_id if device else publisher
         try:
             if folder == "metadata":
                 name, role, version = metadata_name(raw)
@@ -194,8 +206,10 @@ class StaticFiles:
                 flag = self._regression_flag(device_id, role, version)
             else:
                 parts, target_path = target_parts(raw)
-                if device is not None and not self._allowed(device, target_path):
-                    other = target_path.startswith("firmware/")
+                if publisher is not None or (
+                    device is not None and not self._allowed(device, target_path)
+                ):
+                    other = device is not None and target_path.startswith("firmware/")
                     self.audit.record(
                         "download",
                         device=device_id,

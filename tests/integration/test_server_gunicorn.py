@@ -288,3 +288,80 @@ def test_gunicorn_config_refuses_to_start_without_a_certificate(repo: DelegatedR
     )
     assert proc.returncode != 0
     assert "set OTA_TLS_CERT and OTA_TLS_KEY" in proc.stderr
+
+
+def test_ota_publish_uploads_through_the_server_with_an_upload_token(
+    tls: TlsFiles, tmp_path: Path
+) -> None:
+    """The publisher's own command line against the real server, tokens on, device auth on."""
+    from datetime import UTC, datetime, timedelta
+
+    from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Targets
+
+    from repository.create import init_dev
+    from repository.keys import generate_key, load_signer
+    from tests.helpers.repo import PASSPHRASE
+
+    os.environ.setdefault("OTA_KEY_PASSPHRASE", PASSPHRASE)
+    repo = init_dev(tmp_path / "repo")
+    priv, _, key = generate_key(tmp_path / "publisher", "model-x", passphrase=PASSPHRASE)
+    with repo.writing("delegate"):
+        with repo.edit_targets() as targets:
+            role = DelegatedRole("model-x", [], 1, True, paths=["firmware/model-x/*"])
+            targets.delegations = Delegations(keys={}, roles={"model-x": role})
+            targets.add_key(key, "model-x")
+        repo.publish_snapshot_and_timestamp()
+    token = ota_repo(repo.paths.root, "upload-token", "add", "ci-x", "--role", "model-x")
+    token_file = tmp_path / "token"
+    token_file.write_text(token.stdout.strip())
+    firmware = tmp_path / "fw.bin"
+    firmware.write_bytes(os.urandom(50_000))
+    with run_gunicorn(
+        repo.paths.root,
+        cert=tls.server_cert,
+        key=tls.server_key,
+        ca_cert=tls.ca_cert,
+        config={"upload_tokens": True},
+    ) as server:
+        # ngclient needs a delegated role listed in snapshot: its first version comes first
+        first = Metadata(Targets(expires=datetime.now(UTC) + timedelta(days=30)))
+        first.sign(load_signer(f"encfile:{priv}", key))
+        upload_role(
+            server.url,
+            "model-x",
+            first.to_bytes(),
+            {},
+            token=token_file.read_text(),
+            ca_bundle=tls.ca_cert,
+        )
+        proc = subprocess.run(
+            [
+                str(BIN / "ota-publish"),
+                "add",
+                str(firmware),
+                "--hwid",
+                "model-x",
+                "--version",
+                "1.0.0",
+                "--role",
+                "model-x",
+                "--key",
+                f"encfile:{priv}",
+                "--server",
+                server.url,
+                "--root",
+                str(repo.paths.metadata / "1.root.json"),
+                "--token-file",
+                str(token_file),
+                "--ca-bundle",
+                str(tls.ca_cert),
+            ],
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "model-x v2" in proc.stdout
+    last = json.loads((repo.paths.audit).read_text().splitlines()[-1])
+    assert last["action"] == "upload" and last["publisher"] == "ci-x"

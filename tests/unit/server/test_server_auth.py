@@ -147,3 +147,15 @@ def test_the_registry_is_reread_when_it_changes(
     token = add_device(RepoPaths(delegated.root), "late-device", "model-y")
     r = client.get("/metadata/timestamp.json", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200
+
+
+def test_a_publisher_token_reads_metadata_but_no_firmware(
+    client: FlaskClient, delegated: DelegatedRepo
+) -> None:
+    from repository.devices import add_uploader
+
+    token = add_uploader(RepoPaths(delegated.root), "ci-x", ["model-x"])
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/metadata/timestamp.json", headers=headers).status_code == 200
+    assert client.get(_target(delegated), headers=headers).status_code == 403
+    assert _audit(delegated)[-1]["device"] == "publisher:ci-x"
