@@ -17,14 +17,13 @@ from pathlib import Path
 from tuf.api import exceptions
 from tuf.api.metadata import TargetFile
 
-from client.errors import NetworkError, StorageError, VerificationError
+from client.errors import NetworkError, StorageError, UpdateError, VerificationError
 from client.testhooks import kill_point
 from client.tufclient import TufClient, wrap_tuf_error
 
 CHECKPOINT_BYTES = 8 * 1024 * 1024
 
 Progress = Callable[[int, int], None]
-Checkpoint = Callable[[int], None]
 
 
 class TooLongError(VerificationError):
@@ -44,14 +43,15 @@ def stream_target(
     fd: int,
     *,
     offset: int = 0,
-    checkpoint: Checkpoint | None = None,
     progress: Progress | None = None,
-    checkpoint_bytes: int = CHECKPOINT_BYTES,
-) -> None:
+    on_written: Callable[[int], None] | None = None,
+) -> int:
     """Write `target`'s bytes into `fd` (positioned at `offset`), resuming from `offset`.
 
-    `checkpoint(n)` is called after the first n bytes are durable (fdatasync), every
-    `checkpoint_bytes` and when the transfer stops early, so a later call can resume at n.
+    `on_written(n)` is called whenever the first n bytes have been written.
+
+    Returns:
+        The number of bytes now written (the target's length on success).
 
     Raises:
         TooLongError: the server sent more bytes than the verified length.
@@ -62,21 +62,12 @@ def stream_target(
     length = target.length
     offset = max(0, min(offset, length))
     if offset == length:
-        return  # every byte is there already (cut after the last checkpoint): verify them
+        return length  # every byte is there already (cut after the last checkpoint)
     start, chunks = tuf.open_target(target, offset)
     written = start
     if start != offset:
         os.lseek(fd, start, os.SEEK_SET)
-    durable = start
     half_done = False
-
-    def save() -> None:
-        nonlocal durable
-        if checkpoint is not None and written != durable:
-            os.fdatasync(fd)
-            checkpoint(written)
-            durable = written
-
     try:
         for chunk in chunks:
             if written + len(chunk) > length:
@@ -86,30 +77,37 @@ def stream_target(
                 )
             _write_all(fd, chunk)
             written += len(chunk)
+            if on_written is not None:
+                on_written(written)
             if progress is not None:
                 progress(written, length)
-            if written - durable >= checkpoint_bytes:
-                save()
-                kill_point("download-checkpoint")
             if not half_done and written * 2 >= length:
                 half_done = True
                 kill_point("download-mid")
-    except TooLongError:
-        raise
     except exceptions.DownloadError as e:
-        save()
-        raise wrap_tuf_error(e, f"download of {target.path} failed (it will resume)") from e
+        raise PartialDownload(written, wrap_tuf_error(
+            e, f"download of {target.path} failed (it will resume)")) from e
     except OSError as e:
         raise StorageError(f"cannot write {target.path}: {e.strerror or e}") from e
-    except BaseException:
-        save()
-        raise
+    except UpdateError as e:
+        if isinstance(e, TooLongError):
+            raise
+        raise PartialDownload(written, e) from e
     if written < length:
-        save()
-        raise NetworkError(
+        raise PartialDownload(written, NetworkError(
             f"download of {target.path} ended early at {written} of {length} bytes "
             "(it will resume)"
-        )
+        ))
+    return written
+
+
+class PartialDownload(UpdateError):
+    """A download stopped after `written` bytes; `error` says why (raise it to the caller)."""
+
+    def __init__(self, written: int, error: Exception):
+        super().__init__(str(error))
+        self.written = written
+        self.error = error
 
 
 def download_to_file(tuf: TufClient, target: TargetFile, dest: Path) -> None:
@@ -125,7 +123,10 @@ def download_to_file(tuf: TufClient, target: TargetFile, dest: Path) -> None:
     """
     try:
         with tempfile.TemporaryFile(dir=dest.parent) as tmp:
-            stream_target(tuf, target, tmp.fileno())
+            try:
+                stream_target(tuf, target, tmp.fileno())
+            except PartialDownload as e:
+                raise e.error from e
             tmp.seek(0)
             try:
                 target.verify_length_and_hashes(tmp)

@@ -94,9 +94,17 @@ class Slot:
             raise StorageError(f"cannot open slot {self.name} ({self.path}): {e.strerror}") from e
         return fd
 
+    def open_for_read(self) -> int:
+        """Raises:
+        StorageError: the slot cannot be opened.
+        """
+        try:
+            return os.open(self.path, os.O_RDONLY)
+        except OSError as e:
+            raise StorageError(f"cannot read slot {self.name} ({self.path}): {e.strerror}") from e
+
     def finish_write(self, fd: int, length: int) -> None:
-        """Trim a file slot to the image, make the image durable, drop it from the page cache
-        so the read-back comes from the medium.
+        """Trim a file slot to the image and make it durable (size included).
 
         Raises:
             StorageError: the write cannot be made durable.
@@ -105,7 +113,6 @@ class Slot:
             if not self.is_block_device():
                 os.ftruncate(fd, length)
             os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         except OSError as e:
             raise StorageError(f"cannot flush slot {self.name}: {e.strerror}") from e
 

@@ -18,7 +18,13 @@ from typing import Any
 
 from client.bootctl import BootState
 from client.device import Device, other_slot
-from client.download import CHECKPOINT_BYTES, Progress, TooLongError, stream_target
+from client.download import (
+    CHECKPOINT_BYTES,
+    PartialDownload,
+    Progress,
+    TooLongError,
+    stream_target,
+)
 from client.errors import (
     FirmwareFormatError,
     MetadataError,
@@ -28,6 +34,7 @@ from client.errors import (
     VerificationError,
 )
 from client.firmware import Firmware, check_policy, hardware_prefix
+from client.readback import ReadBackVerifier
 from client.state import SlotRecord
 from client.testhooks import kill_point
 from client.tufclient import TufClient
@@ -212,9 +219,26 @@ def install(device: Device, tuf: TufClient, fw: Firmware, *,
     step = min(CHECKPOINT_BYTES, max(256 * 1024, target.length // 8))
     fd = slot.open_for_write(offset)
     try:
-        stream_target(tuf, target, fd, offset=offset, checkpoint=checkpoint,
-                      progress=progress, checkpoint_bytes=step)
-        slot.finish_write(fd, target.length)  # 2. durable, then read back from the medium
+        rfd = slot.open_for_read()
+        try:
+            verifier = ReadBackVerifier(target, fd, rfd, durable=offset, checkpoint=checkpoint,
+                                        checkpoint_bytes=step)
+            verifier.start()
+            try:
+                stream_target(tuf, target, fd, offset=offset, progress=progress,
+                              on_written=verifier.written)
+            except PartialDownload as e:
+                verifier.abort()
+                os.fdatasync(fd)
+                checkpoint(e.written)  # resume from here next time
+                raise e.error from e
+            except BaseException:
+                verifier.abort()
+                raise
+            mismatch = verifier.finish()  # 2. written, durable, read back and judged
+        finally:
+            os.close(rfd)
+        slot.finish_write(fd, target.length)
     except TooLongError as e:
         device.store.clear_download()
         _refused(device, fw, name, e)
@@ -222,12 +246,12 @@ def install(device: Device, tuf: TufClient, fw: Firmware, *,
     finally:
         os.close(fd)
     kill_point("install-written")
-    try:
-        slot.verify(target)
-    except VerificationError as e:
+    if mismatch is not None:
         device.store.clear_download()  # never resume onto bytes that did not verify
-        _refused(device, fw, name, e)
-        raise VerificationError(f"refused {target.path}: {e}") from e
+        error = VerificationError(f"refused {target.path}: slot {name} does not hold "
+                                  f"{target.path}: {mismatch}")
+        _refused(device, fw, name, error)
+        raise error from mismatch
     device.store.clear_download()
     state.slots[name] = SlotRecord.of(fw)  # 3.
     device.store.save(state)
