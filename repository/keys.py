@@ -56,16 +56,40 @@ def read_secret(kind: str, what: str = "") -> str:
     env_value, env_file = _SECRET_ENV[kind]
     value = os.environ.get(env_value) or None
     if value is None and os.environ.get(env_file):
-        try:
-            value = Path(os.environ[env_file]).read_text().rstrip("\r\n")
-        except OSError as e:
-            raise KeyError_(f"cannot read {kind} file named by {env_file}: {e.strerror}") from e
+        value = _read_secret_files(kind, env_file)[0]
     if value is None and sys.stdin.isatty():
         value = getpass.getpass(f"{kind.capitalize()}{' for ' + what if what else ''}: ")
     if value is None:
         raise KeyError_(f"no {kind} given: set {env_file} (or {env_value}), or run on a terminal")
     _secret_cache[kind] = value
     return value
+
+
+def _read_secret_files(kind: str, env_file: str) -> list[str]:
+    """The secrets in the file(s) named by `env_file` (several separated by os.pathsep)."""
+    values = []
+    for name in os.environ[env_file].split(os.pathsep):
+        try:
+            values.append(Path(name).read_text().rstrip("\r\n"))
+        except OSError as e:
+            raise KeyError_(f"cannot read {kind} file named by {env_file}: {e.strerror}") from e
+    return values
+
+
+def passphrase_candidates(handler: SecretsHandler) -> list[str]:
+    """Every passphrase this process may try on a key file.
+
+    `OTA_KEY_PASSPHRASE_FILE` may name several files separated by ':' (one process that opens
+    keys of different people, e.g. a publisher's key and the repository's online keys); each
+    key file opens with the first passphrase that decrypts it. New keys use the first.
+    """
+    first = handler("passphrase")
+    env_file = _SECRET_ENV["passphrase"][1]
+    if os.environ.get(_SECRET_ENV["passphrase"][0]) or os.pathsep not in os.environ.get(
+        env_file, ""
+    ):
+        return [first]
+    return [first, *_read_secret_files("passphrase", env_file)[1:]]
 
 
 def secrets_handler(what: str = "") -> SecretsHandler:
@@ -117,11 +141,15 @@ class EncryptedFileSigner(Signer):
         if secrets_handler is None:
             raise ValueError("an encrypted key file needs a passphrase")
         data = Path(path).read_bytes()
-        passphrase = secrets_handler("passphrase").encode()
-        try:
-            private_key = serialization.load_pem_private_key(data, passphrase)
-        except (ValueError, TypeError) as e:
-            raise KeyError_(f"wrong passphrase or not an encrypted key file: {path}") from e
+        private_key = None
+        for passphrase in passphrase_candidates(secrets_handler):
+            try:
+                private_key = serialization.load_pem_private_key(data, passphrase.encode())
+                break
+            except (ValueError, TypeError):
+                continue
+        if private_key is None:
+            raise KeyError_(f"wrong passphrase or not an encrypted key file: {path}")
         if not isinstance(public_key, SSlibKey):
             raise KeyError_(f"{path}: unsupported public key type")
         try:
