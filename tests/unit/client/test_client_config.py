@@ -1,0 +1,88 @@
+"""Configuration parsing: every setting typed and checked, relative paths resolved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from client.config import load_config
+from client.errors import ConfigError
+
+GOOD = """
+device_id = "dev-1"
+hardware_id = "model-x"
+data_dir = "data"
+trusted_root = "root.json"
+
+[server]
+metadata_url = "https://ota.example/metadata/"
+targets_url = "https://ota.example/targets/"
+ca_bundle = "ca.pem"
+token_file = "/etc/ota/token"
+
+[slots]
+A = "/dev/mmcblk0p2"
+B = "/dev/mmcblk0p3"
+
+[boot]
+max_tries = 2
+health_check = ["/usr/bin/health", "--quick"]
+
+[agent]
+interval = 60
+jitter = 5
+"""
+
+
+def _load(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "ota-client.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def test_good_config(tmp_path: Path) -> None:
+    config = _load(tmp_path, GOOD)
+    assert config.device_id == "dev-1"  # type: ignore[attr-defined]
+    assert config.data_dir == tmp_path / "data"  # type: ignore[attr-defined]
+    assert config.trusted_root == tmp_path / "root.json"  # type: ignore[attr-defined]
+    assert config.server.token_file == Path("/etc/ota/token")  # type: ignore[attr-defined]
+    assert config.slots["B"] == Path("/dev/mmcblk0p3")  # type: ignore[attr-defined]
+    assert config.boot.health_check == ("/usr/bin/health", "--quick")  # type: ignore[attr-defined]
+    assert config.boot.backend == "file"  # type: ignore[attr-defined]
+    assert config.agent.interval == 60.0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('metadata_url = "https://', 'metadata_url = "http://',
+         "server.metadata_url must be an https:// URL"),
+        ('device_id = "dev-1"', 'device_id = "dev 1"', "device_id must match"),
+        ('device_id = "dev-1"', "", "missing required setting device_id"),
+        ("max_tries = 2", "max_tries = 0", "boot.max_tries must be at least 1"),
+        ("max_tries = 2", 'max_tries = "2"', "boot.max_tries has the wrong type (str)"),
+        ("max_tries = 2", "max_tries = true", "boot.max_tries must not be a boolean"),
+        ('B = "/dev/mmcblk0p3"', 'B = "/dev/mmcblk0p2"', "slots.A and slots.B must be different"),
+        ("[agent]", "[agent]\nbogus = 1", "unknown setting agent.bogus"),
+        ('health_check = ["/usr/bin/health", "--quick"]', 'health_check = "/usr/bin/health"',
+         "boot.health_check has the wrong type"),
+        ('token_file = "/etc/ota/token"', 'client_cert = "c.pem"',
+         "server.client_cert and server.client_key go together"),
+        ("max_tries = 2", 'backend = "grub"', "boot.backend must be 'file' or 'uboot'"),
+    ],
+    ids=["http-url", "bad-id", "missing", "zero-tries", "string-number", "bool-number",
+         "same-slots", "unknown", "argv-string", "cert-without-key", "backend"],
+)
+def test_bad_settings(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, GOOD.replace(old, new))
+    assert message in str(e.value)
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        _load(tmp_path, "a = = 1")

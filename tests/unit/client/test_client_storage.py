@@ -1,0 +1,87 @@
+"""Owner-only storage: loose permissions refused, atomic private writes, the lock."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from client.errors import InsecureStorageError, LockedError, StorageError
+from client.storage import (
+    atomic_write,
+    check_private_file,
+    check_private_tree,
+    ensure_private_dir,
+    exclusive_lock,
+    read_json,
+    write_json,
+)
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    ensure_private_dir(d)
+    (d / "sub").mkdir(mode=0o700)
+    write_json(d / "sub" / "state.json", {"a": 1})
+    return d
+
+
+def test_private_tree_passes(data: Path) -> None:
+    check_private_tree(data)
+    assert (data / "sub" / "state.json").stat().st_mode & 0o777 == 0o600
+    assert read_json(data / "sub" / "state.json") == {"a": 1}
+
+
+@pytest.mark.parametrize(("rel", "mode"), [(".", 0o755), ("sub", 0o750),
+                                            ("sub/state.json", 0o640), ("sub/state.json", 0o602)],
+                         ids=["dir-world", "subdir-group", "file-group", "file-world-write"])
+def test_loose_modes_refused(data: Path, rel: str, mode: int) -> None:
+    (data / rel).chmod(mode)
+    with pytest.raises(InsecureStorageError, match=f"has mode {mode:04o}"):
+        check_private_tree(data)
+
+
+def test_link_out_of_the_tree_refused(data: Path, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").write_text("x")
+    (data / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(InsecureStorageError, match="link out of the data directory"):
+        check_private_tree(data)
+
+
+def test_missing_dir(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        check_private_tree(tmp_path / "none")
+
+
+def test_secret_file_modes(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t")
+    token.chmod(0o400)
+    check_private_file(token, "token file")
+    token.chmod(0o644)
+    with pytest.raises(InsecureStorageError, match=r"token file .* has mode 0644"):
+        check_private_file(token, "token file")
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(data: Path) -> None:
+    target = data / "x.bin"
+    atomic_write(target, b"one")
+    atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert sorted(p.name for p in data.iterdir()) == ["sub", "x.bin"]
+
+
+def test_bad_json_is_an_error(data: Path) -> None:
+    (data / "bad.json").write_text("{")
+    os.chmod(data / "bad.json", 0o600)
+    with pytest.raises(StorageError, match="is not valid JSON"):
+        read_json(data / "bad.json")
+
+
+def test_lock_is_exclusive(data: Path) -> None:
+    with exclusive_lock(data / "lock"), pytest.raises(LockedError), exclusive_lock(data / "lock"):
+        pass
+    with exclusive_lock(data / "lock"):
+        pass
