@@ -127,6 +127,7 @@ def verify_repository(
         )
         try:
             updater.refresh()
+            _check_delegated_roles_published(cache)
             for role, target_path in _published_target_paths(paths):
                 info = updater.get_targetinfo(target_path)
                 if info is None:
@@ -142,6 +143,34 @@ def verify_repository(
         report.roles = _cached_expiries(cache)
     _check_expiry(report, days)
     return report
+
+
+def _check_delegated_roles_published(cache: Path) -> None:
+    """Every role that targets delegates to must be in snapshot, or a client looking up any
+    path of that delegation fails. Reads the copies ngclient cached after verifying them."""
+    try:
+        targets = Metadata[Targets].from_bytes((cache / "targets.json").read_bytes()).signed
+        snapshot = Metadata[Snapshot].from_bytes((cache / "snapshot.json").read_bytes()).signed
+    except (OSError, DeserializationError) as e:
+        raise CorruptRepositoryError(f"verified cache unreadable: {e}") from e
+    delegations = targets.delegations
+    if delegations is None:
+        return
+    if delegations.roles is not None:
+        names = list(delegations.roles)
+    elif delegations.succinct_roles is not None:
+        names = list(delegations.succinct_roles.get_roles())
+    else:
+        names = []
+    missing = [name for name in names if f"{name}.json" not in snapshot.meta]
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        raise VerificationError(
+            f"targets delegates to {shown} but snapshot lists no metadata for it: "
+            "a client looking up its paths fails"
+        )
 
 
 def _describe(e: Exception) -> str:

@@ -183,3 +183,24 @@ def test_status_json_reports_every_role(repo: Path) -> None:
     targets = next(r for r in status["roles"] if r["role"] == "targets")
     assert targets["targets"] == 1
     assert targets["signed_by"] == targets["keyids"]
+
+
+def test_verify_catches_a_delegation_without_published_metadata(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from securesystemslib.signer import CryptoSigner
+    from tuf.api.metadata import DelegatedRole, Delegations
+
+    monkeypatch.setenv("OTA_KEY_PASSPHRASE", PASSPHRASE)
+    manager = OtaRepository.load(repo)
+    with manager.writing("test: delegate without the role's metadata"):
+        with manager.edit_targets() as targets:
+            targets.delegations = Delegations(keys={}, roles={})
+            assert targets.delegations.roles is not None
+            targets.delegations.roles["firmware-model-y"] = DelegatedRole(
+                "firmware-model-y", [], 1, True, paths=["firmware/model-y/*"]
+            )
+            targets.add_key(CryptoSigner.generate_ed25519().public_key, "firmware-model-y")
+        manager.publish_snapshot_and_timestamp()
+    proc = ota_repo(repo, "verify", check=False)
+    assert_one_line_error(proc, "targets delegates to firmware-model-y but snapshot lists no")
