@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import subprocess
 import threading
 from collections.abc import Callable
 
@@ -60,7 +59,7 @@ def run_agent(
             if on_result is not None:
                 on_result(result)
             if result.installed:
-                _reboot(device)
+                device.reboot()
         done += 1
         if max_iterations is not None and done >= max_iterations:
             break
@@ -69,14 +68,3 @@ def run_agent(
         logger.info("next check in %.0f s", delay)
     return done
 
-
-def _reboot(device: Device) -> None:
-    argv = device.config.boot.reboot_command
-    if not argv:
-        logger.info("new firmware installed: reboot to try it")
-        return
-    logger.info("new firmware installed: rebooting")
-    try:
-        subprocess.run(list(argv), check=False, stdin=subprocess.DEVNULL, timeout=300)
-    except (OSError, subprocess.SubprocessError) as e:
-        logger.error("reboot command failed: %s", e)

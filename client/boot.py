@@ -30,10 +30,12 @@ class BootResult:
     committed: bool = False
     rolled_back: bool = False
     reason: str | None = None
+    reboot_required: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"slot": self.slot, "version": self.version, "committed": self.committed,
-                "rolled_back": self.rolled_back, "reason": self.reason}
+                "rolled_back": self.rolled_back, "reason": self.reason,
+                "reboot_required": self.reboot_required}
 
 
 def health_check(device: Device, slot: str, record: SlotRecord) -> str | None:
@@ -62,7 +64,8 @@ def _fallback(device: Device, state: DeviceState, boot: BootState, reason: str,
     record = state.slots[trial] if trial else None
     if reject and record is not None:
         state.reject(record.target)
-        device.store.save(state)
+    state.pending_trial = None
+    device.store.save(state)
     device.bootctl.write(BootState(boot.active))
     kill_point("boot-fell-back")
     active = state.slots[boot.active]
@@ -73,7 +76,9 @@ def _fallback(device: Device, state: DeviceState, boot: BootState, reason: str,
                          reason=reason)
     device.report("rollback", "rolled-back", version, boot.active, reason)
     result = _boot_committed(device, state, BootState(boot.active))
-    return BootResult(result.slot, result.version, rolled_back=True, reason=reason)
+    # With a real bootloader this system runs from the trial slot: restart into the committed one.
+    return BootResult(result.slot, result.version, rolled_back=True, reason=reason,
+                      reboot_required=not device.counts_tries)
 
 
 def _boot_committed(device: Device, state: DeviceState, boot: BootState) -> BootResult:
@@ -127,6 +132,8 @@ def boot(device: Device) -> BootResult:
 def _boot(device: Device, state: DeviceState, bootstate: BootState) -> BootResult:
     trial = bootstate.trial
     if trial is None:
+        if state.pending_trial is not None:
+            _settle_pending(device, state, bootstate)
         return _boot_committed(device, state, bootstate)
     max_tries = device.config.boot.max_tries
     if device.counts_tries:
@@ -154,6 +161,7 @@ def _boot(device: Device, state: DeviceState, bootstate: BootState) -> BootResul
     device.bootctl.write(BootState(trial))
     kill_point("boot-committed")
     state.security_counter = max(state.security_counter, record.security_counter)
+    state.pending_trial = None
     device.store.save(state)
     device.events.append("commit", result="ok", slot=trial, target=record.target.path,
                          from_version=previous.version_text if previous else None,
@@ -161,3 +169,33 @@ def _boot(device: Device, state: DeviceState, bootstate: BootState) -> BootResul
     device.report("commit", "committed", record.version_text, trial,
                   f"{record.version_text} passed its health check in slot {trial}")
     return BootResult(trial, record.version_text, committed=True)
+
+
+def _settle_pending(device: Device, state: DeviceState, bootstate: BootState) -> None:
+    """A trial was armed but the boot control shows none: either a commit was cut short after
+    the boot control switched (finish it), or the bootloader gave up on the trial (record the
+    rollback and never install that image again)."""
+    name = state.pending_trial
+    assert name is not None
+    record = state.slots[name]
+    state.pending_trial = None
+    if name == bootstate.active and record is not None:
+        state.security_counter = max(state.security_counter, record.security_counter)
+        device.store.save(state)
+        device.events.append("commit", result="ok", slot=name, target=record.target.path,
+                             to_version=record.version_text,
+                             reason="completed after a power cut")
+        device.report("commit", "committed", record.version_text, name,
+                      f"{record.version_text} committed in slot {name}")
+        return
+    if record is not None:
+        state.reject(record.target)
+    device.store.save(state)
+    active = state.slots[bootstate.active]
+    reason = "boot tries exhausted (the bootloader fell back)"
+    device.events.append("rollback", result="rolled-back", slot=bootstate.active,
+                         from_version=record.version_text if record else None,
+                         to_version=active.version_text if active else None,
+                         target=record.target.path if record else None, reason=reason)
+    device.report("rollback", "rolled-back", active.version_text if active else None,
+                  bootstate.active, reason)

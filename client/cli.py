@@ -154,10 +154,14 @@ def boot(ctx: Ctx) -> None:
     """Run at every start: try a pending update (health check, commit or roll back)."""
     from client.boot import boot as do_boot
 
-    r = ctx.guard(lambda: do_boot(ctx.device()))
+    device = ctx.guard(ctx.device)
+    r = ctx.guard(lambda: do_boot(device))
     how = ("committed after a passing health check" if r.committed else
            f"rolled back: {r.reason}" if r.rolled_back else "committed")
-    ctx.emit(r.to_json(), f"booted slot {r.slot}: {r.version} ({how})")
+    then = "; rebooting into it" if r.reboot_required else ""
+    ctx.emit(r.to_json(), f"booted slot {r.slot}: {r.version} ({how}){then}")
+    if r.reboot_required:
+        device.reboot()
 
 
 @main.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -214,6 +215,18 @@ class Device:
             slots=dict(state.slots),
             reports_queued=len(self.reports.pending()),
         )
+
+    def reboot(self) -> None:
+        """Run the configured reboot command (none: just say a reboot is needed)."""
+        argv = self.config.boot.reboot_command
+        if not argv:
+            logger.info("a reboot is needed to boot the new slot state")
+            return
+        logger.info("rebooting")
+        try:
+            subprocess.run(list(argv), check=False, stdin=subprocess.DEVNULL, timeout=300)
+        except (OSError, subprocess.SubprocessError) as e:
+            logger.error("reboot command failed: %s", e)
 
     def close(self) -> None:
         if self._fetcher is not None:

@@ -59,6 +59,7 @@ class DeviceState:
     )
     security_counter: int = 0
     rejected: list[dict[str, str]] = field(default_factory=list)
+    pending_trial: str | None = None
 
     def is_rejected(self, target: TargetFile) -> bool:
         mark = {"path": target.path, "sha256": target.hashes.get("sha256", "")}
@@ -74,6 +75,7 @@ class DeviceState:
             "slots": {k: (v.to_dict() if v else None) for k, v in self.slots.items()},
             "security_counter": self.security_counter,
             "rejected": self.rejected,
+            "pending_trial": self.pending_trial,
         }
 
 
@@ -100,9 +102,12 @@ class StateStore:
                 },
                 security_counter=int(data["security_counter"]),
                 rejected=[dict(r) for r in data.get("rejected", [])],
+                pending_trial=data.get("pending_trial"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise StorageError(f"{self.path} is malformed: {e}") from e
+        if state.pending_trial not in (None, *SLOT_NAMES):
+            raise StorageError(f"{self.path} is malformed: pending_trial")
         return state
 
     def save(self, state: DeviceState) -> None:

@@ -6,7 +6,8 @@ Order of durable steps (a power cut between any two leaves the committed slot bo
 2. the image is streamed into the inactive slot (resume record checkpointed as it goes),
    trimmed, fsynced, dropped from the page cache, read back and verified by python-tuf;
 3. the slot's record is written (the verified target, version, security counter);
-4. the boot control marks the slot `trial` with N tries.
+4. the boot control marks the slot `trial` with N tries;
+5. the state notes the pending trial (so `boot` can tell when the bootloader gave up on it).
 """
 
 from __future__ import annotations
@@ -202,8 +203,9 @@ def install(device: Device, tuf: TufClient, fw: Firmware, *,
     name = other_slot(boot.active)
     slot = device.slots[name]
     target = fw.target
-    if state.slots[name] is not None:
+    if state.slots[name] is not None or state.pending_trial is not None:
         state.slots[name] = None  # 1. from here on the slot holds nothing trusted
+        state.pending_trial = None
         device.store.save(state)
     kill_point("install-slot-cleared")
     key = {"slot": name, "path": target.path, "target": target.to_dict()}
@@ -258,6 +260,8 @@ def install(device: Device, tuf: TufClient, fw: Firmware, *,
     kill_point("install-recorded")
     device.bootctl.write(BootState(boot.active, name, device.config.boot.max_tries))  # 4.
     kill_point("install-trial-set")
+    state.pending_trial = name  # 5. lets boot tell a trial the bootloader gave up on
+    device.store.save(state)
     return name
 
 

@@ -39,7 +39,7 @@ def test_update_v1_to_v3_then_failing_v4_rolls_back(lab: Lab) -> None:
 
     booted = dev.json("boot")
     assert booted == {"slot": "B", "version": "3.0.0", "committed": True,
-                      "rolled_back": False, "reason": None}
+                      "rolled_back": False, "reason": None, "reboot_required": False}
     status = dev.status()
     assert (status["active_slot"], status["installed_version"]) == ("B", "3.0.0")
     assert status["security_counter"] == 2 and status["trial_slot"] is None
@@ -50,7 +50,8 @@ def test_update_v1_to_v3_then_failing_v4_rolls_back(lab: Lab) -> None:
     assert dev.json("update")["slot"] == "A"
     booted = dev.json("boot")
     assert booted == {"slot": "B", "version": "3.0.0", "committed": False,
-                      "rolled_back": True, "reason": "health check exited 3"}
+                      "rolled_back": True, "reason": "health check exited 3",
+                      "reboot_required": False}
     status = dev.status()
     assert (status["active_slot"], status["installed_version"]) == ("B", "3.0.0")
     assert sha256(dev.slots["B"].read_bytes()) == sha256(lab.published[v3])

@@ -164,6 +164,6 @@ def test_boot_tries_exhausted_by_crashes_fall_back(lab: Lab) -> None:
         assert dev.status()["trial_tries_left"] == tries_left
     booted = dev.json("boot")
     assert booted == {"slot": "A", "version": "1.0.0", "committed": False, "rolled_back": True,
-                      "reason": "boot tries exhausted"}
+                      "reason": "boot tries exhausted", "reboot_required": False}
     assert dev.json("update")["result"] == "no-update"
     assert dev.slots["A"].read_bytes() == lab.published[v1]
