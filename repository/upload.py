@@ -22,8 +22,8 @@ from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Time
 from tuf.api.serialization import DeserializationError
 
 from repository.errors import BadInputError, KeyError_, RepositoryError, ThresholdError
-from repository.fsutil import atomic_copy_hashed
-from repository.manager import OtaRepository
+from repository.fsutil import atomic_copy_hashed, atomic_write
+from repository.manager import OtaRepository, metadata_filename
 from repository.targetfiles import published_path, validate_target_path
 
 logger = logging.getLogger(__name__)
@@ -217,6 +217,10 @@ def accept_upload(
                 if sha256 != tf.hashes["sha256"] or length != tf.length:
                     raise UploadRefused(f"{path} changed while it was stored")  # cannot happen
             repo.write(role, md)
+            if md.to_bytes() != metadata:  # keep the publisher's exact bytes, not a re-encoding
+                atomic_write(
+                    repo.paths.metadata / metadata_filename(role, md.signed.version), metadata
+                )
             repo.publish_snapshot_and_timestamp()
             details.update(
                 {

@@ -39,6 +39,7 @@ def _int_env(name: str, default: int) -> int:
 
 
 bind = [os.environ.get("OTA_BIND", "127.0.0.1:8443")]
+http_protocols = "h1"  # device identity under mTLS is read from the HTTP/1.1 TLS socket
 worker_class = "gthread"  # keep-alive connections: one TLS handshake per device visit
 workers = _int_env("OTA_WORKERS", os.cpu_count() or 2)
 threads = _int_env("OTA_THREADS", 16)

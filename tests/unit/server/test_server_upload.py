@@ -18,6 +18,7 @@ from tuf.api.metadata import Metadata, Targets
 from repository.devices import add_uploader
 from repository.errors import KeyError_
 from repository.layout import RepoPaths
+from repository.server import create_app
 from repository.upload import OnlineOnlyRepository
 from tests.helpers.repo import published
 from tests.helpers.server_repo import DelegatedRepo, make_delegated_repo, publisher_update
@@ -34,7 +35,9 @@ def test_an_upload_is_published_with_snapshot_and_timestamp(
     r = upload(client, "model-x", metadata, files)
     assert r.status_code == 201, r.json
     assert r.json == {"role": "model-x", "version": 2, "targets": [FW2]}
-    md = Metadata[Targets].from_bytes((delegated.root / "metadata" / "2.model-x.json").read_bytes())
+    stored_md = (delegated.root / "metadata" / "2.model-x.json").read_bytes()
+    assert stored_md == metadata  # the publisher's exact bytes
+    md = Metadata[Targets].from_bytes(stored_md)
     assert md.signed.version == 2 and FW2 in md.signed.targets
     assert md.signatures.keys() == Metadata.from_bytes(metadata).signatures.keys()
     sha = md.signed.targets[FW2].hashes["sha256"]
@@ -299,3 +302,17 @@ def test_a_staged_part_is_never_kept(
     }
     assert client.post("/api/v1/publish", data=data).status_code == 201
     assert not list((delegated.root / ".ota" / "staging").iterdir())
+
+
+def test_the_publishers_exact_bytes_are_stored_and_served(
+    client: FlaskClient, delegated: DelegatedRepo, tmp_path: Path, upload: Callable[..., Any]
+) -> None:
+    metadata, files = publisher_update(delegated, "model-x", {FW2: FW2_BYTES}, tmp=tmp_path)
+    pretty = json.dumps(json.loads(metadata), indent=4, sort_keys=False).encode() + b"\n"
+    assert pretty != metadata
+    assert upload(client, "model-x", pretty, files).status_code == 201
+    assert (delegated.root / "metadata" / "2.model-x.json").read_bytes() == pretty
+    served = client.get("/metadata/2.model-x.json")
+    assert served.status_code == 401  # device auth on; with auth off the bytes are the same
+    open_client = create_app({"repo": str(delegated.root), "device_auth": False}).test_client()
+    assert open_client.get("/metadata/2.model-x.json").data == pretty
