@@ -34,6 +34,7 @@ def _tally(config: pytest.Config) -> Tally:
     return config.stash[TALLY]
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     tally = config.stash.get(TALLY, None)
     if tally is None or tally.tried == 0:

@@ -83,7 +83,7 @@ def test_endless_data_attack(lab: Lab, attack: Callable[..., Attempt], where: st
 
 # -- slow retrieval ----------------------------------------------------------------------------
 
-SERVER_BOUND = 10.0
+SERVER_BOUND = 6.0
 SLOW = {
     "metadata": "metadata/timestamp.json",
     "image": IMAGE,
@@ -116,7 +116,7 @@ def test_slow_retrieval_attack(lab: Lab, attack: Callable[..., Attempt], where: 
     )
     lab.device = dev
     lab.release("2.0.0", size=64 * 1024)
-    lab.server.attack(SLOW[where], trickle(interval=0.8, max_seconds=SERVER_BOUND))
+    lab.server.attack(SLOW[where], trickle(interval=0.5, max_seconds=SERVER_BOUND))
     may_change: tuple[str, ...] = ()
     if where == "image":
         may_change = HONEST_RELEASE_METADATA
@@ -126,7 +126,7 @@ def test_slow_retrieval_attack(lab: Lab, attack: Callable[..., Attempt], where: 
         a.refused(
             out,
             "metadata refresh failed" if where == "metadata" else "download of",
-            ("transfer took longer than 4 s", "transfer slower than 512 B/s"),
+            ("transfer took longer than 2 s", "transfer slower than 512 B/s"),
             event=event,
         )
     assert not any("stopped by its own bound" in n for n in lab.server.notes)
