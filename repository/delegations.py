@@ -91,7 +91,8 @@ def delegate(
     threshold: int,
     terminating: bool = False,
 ) -> tuple[SigningRequest, list[str]]:
-    """Stage targets' next version delegating `paths` to `name` (caller holds the lock).
+    """Stage targets' next version delegating `paths` to `name`, with `name`'s first (empty)
+    version for its own keys to sign. Caller holds the lock.
 
     Returns:
         The request and overlap warnings.
@@ -119,7 +120,13 @@ def delegate(
     targets.delegations.roles[name] = DelegatedRole(name, [], threshold, terminating, list(paths))
     for key in keys:
         targets.add_key(key, name)
-    return stage(repo, {Targets.type: md}), warnings
+    # The role's first version (empty) travels with the delegation, signed by the publisher's
+    # key: devices then find metadata for every role targets names, and the publisher proves
+    # they hold the key before it is trusted.
+    role_md = next_version(repo, name)
+    assert isinstance(role_md.signed, Targets)
+    role_md.signed.targets.clear()
+    return stage(repo, {Targets.type: md, name: role_md}), warnings
 
 
 def revoke(repo: OtaRepository, name: str) -> SigningRequest:

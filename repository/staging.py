@@ -20,7 +20,7 @@ from repository import audit
 from repository.changes import describe, short
 from repository.errors import BadInputError, KeyError_
 from repository.fsutil import atomic_write
-from repository.manager import OtaRepository
+from repository.manager import OtaRepository, metadata_filename
 from repository.signing import (
     REQUEST_ID,
     RoleChange,
@@ -272,10 +272,12 @@ def _check_online_signers(repo: OtaRepository, root: Root) -> None:
 
 def _first_snapshot_and_timestamp(repo: OtaRepository) -> None:
     """Version 1 of snapshot and timestamp, after a ceremony's root and targets v1."""
-    snapshot = Metadata(Snapshot(version=0, meta={"targets.json": MetaFile(1)}))
+    snapshot = Metadata(Snapshot(meta={"targets.json": MetaFile(1)}))
+    snapshot.signed.version = 0  # finalize() makes it 1
     repo.finalize(Snapshot.type, snapshot)
     repo.write(Snapshot.type, snapshot)
-    timestamp = Metadata(Timestamp(version=0, snapshot_meta=MetaFile(1)))
+    timestamp = Metadata(Timestamp(snapshot_meta=MetaFile(1)))
+    timestamp.signed.version = 0
     repo.finalize(Timestamp.type, timestamp)
     repo.write(Timestamp.type, timestamp)
 
@@ -309,7 +311,11 @@ def publish(repo: OtaRepository, req_id: str) -> SigningRequest:
         bins = hashbins.bins_to_create(repo, new_targets.md if new_targets else None)
         first = is_unpublished(repo)
         for change in sorted(req.changes, key=lambda c: -_ORDER.get(c.role, 2)):
-            repo.write(change.role, copy.deepcopy(change.md))
+            if first:  # no snapshot yet to record versions in: snapshot v1 lists targets v1
+                name = metadata_filename(change.role, change.md.signed.version)
+                atomic_write(repo.paths.metadata / name, change.md.to_bytes())
+            else:
+                repo.write(change.role, copy.deepcopy(change.md))
         hashbins.create_bins(repo, bins)
         if first:
             _first_snapshot_and_timestamp(repo)

@@ -147,13 +147,15 @@ def delegate_cmd(
     export_to: Path | None,
     publish_now: bool,
 ) -> None:
-    """Delegate path PATTERNS to a publisher's ROLE (a signing request on targets).
+    """Delegate path PATTERNS to a publisher's ROLE (a signing request on targets, with ROLE's
+    first, empty version for the publisher's key to sign).
 
     A '*' matches within one path segment: 'firmware/model-x/*', not 'firmware/*'.
     """
     repo = ctx.open()
     keys = [public_key_from_file(p) for p in key_files]
-    add_extra_signers(repo, sign_with, [])
+    add_extra_signers(repo, sign_with, keys)
+    extend_roles(repo, [role])
     warnings: list[str] = []
 
     def make() -> SigningRequest:

@@ -67,6 +67,7 @@ def c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ceremony:
     ota_repo(
         ceremony.repo_dir, "delegate", ROLE, "--paths", "firmware/model-x/*",
         "--key", str(ceremony.pub("pub-x")), "--threshold", "1", "--terminating",
+        "--sign-with", ceremony.uri("pub-x"),
     )  # fmt: skip
     _publish_request(ceremony, "release")
     return ceremony
@@ -104,7 +105,7 @@ def test_publisher_adds_image_and_delta_a_client_verifies(c: Ceremony, tmp_path:
         "--delta-from", "1.4.1", str(delta), "--role", ROLE, "--key", c.uri("pub-x"),
         "--repo", str(c.repo_dir), "--json",
     )  # fmt: skip
-    assert json.loads(out.stdout)["version"] == 2
+    assert json.loads(out.stdout)["version"] == 3  # v1 came with the delegation, empty
     info = _lookup(c, tmp_path / "device", "firmware/model-x/fw-1.4.2.bin")
     assert info is not None
     assert info.custom == {
@@ -189,13 +190,14 @@ def test_overlapping_patterns_warn(c: Ceremony) -> None:
         c.repo_dir, "delegate", "firmware-all", "--paths", "firmware/*/*",
         "--key", str(c.pub("pub-all")),
     )  # fmt: skip
+    assert "firmware-all: new role" in proc.stdout
     assert "warning: firmware-all path firmware/*/* overlaps firmware-model-x" in proc.stderr
 
 
 def test_publisher_metadata_is_the_exact_next_version(c: Ceremony, tmp_path: Path) -> None:
     _add(c, tmp_path, "1.0.0")
-    md = Metadata[Targets].from_bytes((c.repo_dir / "metadata" / f"1.{ROLE}.json").read_bytes())
+    md = Metadata[Targets].from_bytes((c.repo_dir / "metadata" / f"2.{ROLE}.json").read_bytes())
     repo = OtaRepository.load(c.repo_dir)
     replay = copy.deepcopy(md)
-    with pytest.raises(Exception, match="does not follow the published v1"):
+    with pytest.raises(Exception, match="version 2 does not follow the published v2"):
         repo.validate_delegated_update(ROLE, replay)

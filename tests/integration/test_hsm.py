@@ -100,7 +100,8 @@ def test_publisher_signs_with_a_token(lab: dict[str, object], tmp_path: Path) ->
     )  # fmt: skip
     ota_repo(
         repo, "delegate", "firmware-model-x", "--paths", "firmware/model-x/*",
-        "--key", str(tmp_path / "publisher.pub"), "--publish",
+        "--key", str(tmp_path / "publisher.pub"), "--sign-with", str(lab["publisher"]),
+        "--publish", env=env,
     )  # fmt: skip
     image = tmp_path / "fw.bin"
     image.write_bytes(b"firmware" * 1000)
@@ -127,7 +128,7 @@ def test_publisher_signs_with_a_token(lab: dict[str, object], tmp_path: Path) ->
     )
     assert proc.returncode == 0, proc.stderr
     ota_repo(repo, "verify")
-    assert "2.0.0" in (repo / "metadata" / "1.firmware-model-x.json").read_text()
+    assert "2.0.0" in (repo / "metadata" / "2.firmware-model-x.json").read_text()
 
 
 @pytest.mark.parametrize(

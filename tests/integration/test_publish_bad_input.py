@@ -23,7 +23,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     ota_repo(repo, "key", "generate", "other", "--out", str(keys_dir))
     ota_repo(
         repo, "delegate", ROLE, "--paths", "firmware/model-x/*",
-        "--key", str(keys_dir / "pub-x.pub"), "--publish",
+        "--key", str(keys_dir / "pub-x.pub"), "--sign-with", f"encfile:{keys_dir / 'pub-x.key'}",
+        "--publish",
     )  # fmt: skip
     return repo, keys_dir
 
