@@ -35,20 +35,50 @@ class RequestAudit:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fd = self._open()
+        self._checked = time.monotonic()
+        self._reopen_lock = threading.Lock()
+        self._retired: int | None = None
         self._seen: dict[tuple[str, str], int] = {}
         self._seen_lock = threading.Lock()
         self._second = 0
         self._prefix = ""
 
-    def record(self, event: str, **fields: Any) -> None:
-        entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event}
-        entry.update(fields)
-        line = json.dumps(entry, separators=(",", ":"), default=str).encode() + b"\n"
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def _write(self, line: bytes) -> None:
+        now = time.monotonic()
+        if now - self._checked >= 1.0:
+            self._reopen_if_rotated(now)
         try:
             os.write(self._fd, line)
         except OSError as e:  # a full disk must not take the fleet's updates down
             logger.error("cannot write the request audit log %s: %s", self.path, e.strerror)
+
+    def _reopen_if_rotated(self, now: float) -> None:
+        """Follow log rotation (the file renamed or removed): at most one check a second."""
+        with self._reopen_lock:
+            if now - self._checked < 1.0:
+                return
+            self._checked = now
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = -1
+            except OSError:
+                return
+            if current != os.fstat(self._fd).st_ino:
+                # Another thread may be writing to the old descriptor right now: close it only
+                # at the next rotation, so its number is never reused under a write.
+                if self._retired is not None:
+                    os.close(self._retired)
+                self._retired, self._fd = self._fd, self._open()
+
+    def record(self, event: str, **fields: Any) -> None:
+        entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event}
+        entry.update(fields)
+        self._write(json.dumps(entry, separators=(",", ":"), default=str).encode() + b"\n")
 
     def download(
         self, device: str | None, path: str, status: int, sent: int, remote: str, flag: str | None
@@ -72,10 +102,7 @@ class RequestAudit:
             f'{{"time":"{self._prefix}.{millis:03d}+00:00","event":"download","device":{who},'
             f'"path":"{path}","status":{status},"bytes":{sent},"remote":"{remote}"{tail}'
         )
-        try:
-            os.write(self._fd, line.encode())
-        except OSError as e:
-            logger.error("cannot write the request audit log %s: %s", self.path, e.strerror)
+        self._write(line.encode())
 
     def metadata_regression(self, device: str, role: str, version: int) -> int | None:
         """Remember the highest `version` of `role` this device fetched; return the earlier

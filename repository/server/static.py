@@ -329,9 +329,11 @@ class StaticFiles:
                 start, count, status = span[0], span[1] - span[0] + 1, "206 Partial Content"
                 headers.append(("Content-Range", f"bytes {span[0]}-{span[1]}/{size}"))
         headers.append(("Content-Length", str(count)))
-        self._log_download(log[0], log[1], log[2], int(status[:3]), count, log[3], log[4])
+        head = environ["REQUEST_METHOD"] == "HEAD"
+        sent = 0 if head else count
+        self._log_download(log[0], log[1], log[2], int(status[:3]), sent, log[3], log[4])
         start_response(status, headers)
-        if environ["REQUEST_METHOD"] == "HEAD":
+        if head:
             opened.close()
             return []
         if opened.data is not None:

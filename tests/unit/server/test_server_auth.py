@@ -159,3 +159,17 @@ def test_a_publisher_token_reads_metadata_but_no_firmware(
     assert client.get("/metadata/timestamp.json", headers=headers).status_code == 200
     assert client.get(_target(delegated), headers=headers).status_code == 403
     assert _audit(delegated)[-1]["device"] == "publisher:ci-x"
+
+
+def test_the_request_log_follows_rotation(
+    app: Flask, auth: dict[str, str], delegated: DelegatedRepo
+) -> None:
+    log = delegated.root / ".ota" / "server-audit.log"
+    client = app.test_client()
+    client.get("/metadata/timestamp.json", headers=auth)
+    log.rename(log.with_suffix(".log.1"))
+    app.extensions["ota"].audit._checked = 0.0  # as if a second had passed
+    client.get("/metadata/1.root.json", headers=auth)
+    assert json.loads(log.read_text())["path"] == "metadata/1.root.json"
+    rotated = log.with_suffix(".log.1").read_text().splitlines()
+    assert json.loads(rotated[-1])["path"] == "metadata/timestamp.json"
