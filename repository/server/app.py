@@ -21,11 +21,12 @@ from werkzeug.exceptions import HTTPException
 
 from repository.fsutil import make_private_dir
 from repository.layout import load_config
-from repository.server.auth import RegistryCache, Throttle
+from repository.server.auth import RegistryCache
 from repository.server.requestlog import RequestAudit, request_log_path
 from repository.server.respond import SECURITY_HEADERS, json_error
 from repository.server.settings import ServerSettings, load_settings
 from repository.server.static import StaticFiles
+from repository.server.throttle import Throttle
 from repository.upload import OnlineOnlyRepository
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     audit = RequestAudit(request_log_path(paths.private))
     registry = RegistryCache(paths, settings.registry_reload_interval)
     throttle = Throttle(
-        settings.throttle_failures, settings.throttle_window, settings.throttle_block
+        paths.private / "server-throttle",
+        settings.throttle_failures,
+        settings.throttle_window,
+        settings.throttle_block,
     )
     static = StaticFiles(settings, registry, throttle, audit)
 

@@ -8,7 +8,6 @@ too often within a window is refused (429) for a while before any token is even 
 
 from __future__ import annotations
 
-import collections
 import os
 import ssl
 import threading
@@ -17,8 +16,6 @@ from typing import Any
 
 from repository.devices import Device, Registry, Uploader, load_registry, registry_path
 from repository.layout import RepoPaths
-
-_MAX_SOURCES = 10_000
 
 
 class RegistryCache:
@@ -99,47 +96,3 @@ def authenticate_device(environ: dict[str, Any], registry: Registry) -> Device |
 def authenticate_uploader(environ: dict[str, Any], registry: Registry) -> Uploader | None:
     token = bearer_token(environ)
     return registry.uploader_for_token(token) if token is not None else None
-
-
-class Throttle:
-    """Counts authentication failures per source address (per worker process)."""
-
-    def __init__(self, failures: int, window: float, block: float) -> None:
-        self._limit = failures
-        self._window = window
-        self._block = block
-        self._lock = threading.Lock()
-        self._failures: dict[str, collections.deque[float]] = {}
-        self._blocked: dict[str, float] = {}
-
-    def blocked_for(self, source: str) -> float:
-        """Seconds this source must still wait (0: not blocked)."""
-        if not self._blocked:
-            return 0.0
-        with self._lock:
-            until = self._blocked.get(source)
-            if until is None:
-                return 0.0
-            left = until - time.monotonic()
-            if left <= 0:
-                del self._blocked[source]
-                return 0.0
-            return left
-
-    def failed(self, source: str) -> bool:
-        """Record a failure; True if this one started a block (a burst)."""
-        if self._limit <= 0:
-            return False
-        now = time.monotonic()
-        with self._lock:
-            if len(self._failures) >= _MAX_SOURCES:
-                self._failures.clear()
-            times = self._failures.setdefault(source, collections.deque())
-            times.append(now)
-            while times and times[0] < now - self._window:
-                times.popleft()
-            if len(times) >= self._limit:
-                times.clear()
-                self._blocked[source] = now + self._block
-                return True
-        return False

@@ -19,7 +19,6 @@ from urllib.parse import quote, unquote
 from repository.devices import Device
 from repository.server.auth import (
     RegistryCache,
-    Throttle,
     authenticate_device,
     authenticate_uploader,
 )
@@ -27,6 +26,7 @@ from repository.server.files import FileSource, Opened
 from repository.server.requestlog import RequestAudit
 from repository.server.respond import STATIC_SECURITY_HEADERS, json_error
 from repository.server.settings import ServerSettings
+from repository.server.throttle import Throttle
 
 StartResponse = Callable[..., Any]
 

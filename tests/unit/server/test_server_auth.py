@@ -173,3 +173,26 @@ def test_the_request_log_follows_rotation(
     assert json.loads(log.read_text())["path"] == "metadata/1.root.json"
     rotated = log.with_suffix(".log.1").read_text().splitlines()
     assert json.loads(rotated[-1])["path"] == "metadata/timestamp.json"
+
+
+def test_throttling_is_shared_by_worker_processes(
+    make_app: Callable[..., Flask], auth: dict[str, str]
+) -> None:
+    """Two apps on one repository stand for two gunicorn workers: failures add up."""
+    settings = {"throttle_failures": 4, "throttle_window": 60, "throttle_block": 60}
+    worker_a, worker_b = make_app(**settings).test_client(), make_app(**settings).test_client()
+    bad = {"Authorization": "Bearer nope"}
+    assert worker_a.get("/metadata/timestamp.json", headers=bad).status_code == 401
+    assert worker_b.get("/metadata/timestamp.json", headers=bad).status_code == 401
+    assert worker_a.get("/metadata/timestamp.json", headers=bad).status_code == 401
+    assert worker_b.get("/metadata/timestamp.json", headers=bad).status_code == 401  # 4th: block
+    assert worker_a.get("/metadata/timestamp.json", headers=auth).status_code == 429
+    assert worker_b.get("/metadata/timestamp.json", headers=auth).status_code == 429
+
+
+def test_throttling_can_be_turned_off(make_app: Callable[..., Flask]) -> None:
+    client = make_app(throttle_failures=0).test_client()
+    bad = {"Authorization": "Bearer nope"}
+    assert {client.get("/metadata/timestamp.json", headers=bad).status_code for _ in range(30)} == {
+        401
+    }
