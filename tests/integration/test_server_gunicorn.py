@@ -365,3 +365,39 @@ def test_ota_publish_uploads_through_the_server_with_an_upload_token(
         assert "model-x v2" in proc.stdout
     last = json.loads((repo.paths.audit).read_text().splitlines()[-1])
     assert last["action"] == "upload" and last["publisher"] == "ci-x"
+
+
+def test_repeated_auth_failures_are_throttled_across_workers(
+    repo: DelegatedRepo, tls: TlsFiles
+) -> None:
+    token = _device(repo, "dev-x1", "model-x")
+    config = {"throttle_failures": 5, "throttle_window": 60, "throttle_block": 30}
+    with run_gunicorn(
+        repo.root,
+        cert=tls.server_cert,
+        key=tls.server_key,
+        ca_cert=tls.ca_cert,
+        workers=2,
+        config=config,
+    ) as server:
+        url = f"{server.url}/metadata/timestamp.json"
+        statuses = []
+        for i in range(8):  # a new connection each time: the requests spread over both workers
+            r = requests.get(
+                url,
+                verify=str(tls.ca_cert),
+                timeout=10,
+                headers={"Authorization": f"Bearer otad_guess{i}", "Connection": "close"},
+            )
+            statuses.append(r.status_code)
+        assert statuses == [401] * 5 + [429] * 3
+        blocked = requests.get(
+            url, verify=str(tls.ca_cert), timeout=10, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
+    entries = [
+        json.loads(x) for x in (repo.root / ".ota" / "server-audit.log").read_text().splitlines()
+    ]
+    assert [e["event"] for e in entries].count("auth-failure") == 5
+    assert sum(e.get("flag") == "auth-failure-burst" for e in entries) == 1
+    assert not any("otad_guess" in json.dumps(e) for e in entries)
