@@ -50,36 +50,48 @@ class _Fetcher(FetcherInterface):
 
 
 def current_role(
-    server_url: str, role: str, probe_path: str, bootstrap: bytes, fetcher: FetcherInterface
+    server_url: str, role: str, paths: list[str], bootstrap: bytes, fetcher: FetcherInterface
 ) -> tuple[Targets, Metadata[Targets] | None]:
     """The server's targets and current version of `role` (None: not yet), verified from
-    `bootstrap`.
+    `bootstrap`; refuses `paths` outside the delegation before anything is signed.
 
     Raises:
-        RepositoryError: the server's metadata does not verify.
+        RepositoryError: the server's metadata does not verify or cannot be read.
+        BadInputError: `role` is not delegated, or a path is outside its delegation.
     """
     base = server_url.rstrip("/")
     with tempfile.TemporaryDirectory(prefix="ota-publish-") as tmp:
         updater = Updater(
             tmp, f"{base}/metadata/", None, f"{base}/targets/", fetcher=fetcher, bootstrap=bootstrap
         )
-        first = False
         try:
             updater.refresh()
-            updater.get_targetinfo(probe_path)  # walks the delegation, verifying `role`
         except TufRepositoryError as e:
-            if "does not contain information" not in str(e):
-                raise RepositoryError(f"the server's metadata does not verify: {e}") from e
-            first = True  # the role has no metadata yet: this is its first version
+            raise RepositoryError(f"the server's metadata does not verify: {e}") from e
         except DownloadHTTPError as e:
             raise RepositoryError(f"cannot read the server's metadata: {e}") from e
-        targets = Metadata[Targets].from_bytes((Path(tmp) / "targets.json").read_bytes()).signed
+        targets = Metadata[Targets].from_bytes((Path(tmp) / "targets.json").read_bytes())
+        try:
+            roles = targets.signed.delegations.roles if targets.signed.delegations else None
+            if not roles or role not in roles:
+                raise BadInputError(f"unknown role {role!r}: targets does not delegate to it")
+            outside = [p for p in paths if not roles[role].is_delegated_path(p)]
+            if outside:
+                raise BadInputError(
+                    f"{', '.join(outside)} is outside {role}'s delegation "
+                    f"({', '.join(roles[role].paths or [])}): refused before signing"
+                )
+            updater.get_targetinfo(paths[0])  # walks the delegation, verifying `role`
+        except TufRepositoryError as e:
+            if "does not contain information" in str(e):
+                return targets.signed, None  # the role has no metadata yet: its first version
+            raise RepositoryError(f"the server's metadata does not verify: {e}") from e
+        except DownloadHTTPError as e:
+            raise RepositoryError(f"cannot read the server's metadata: {e}") from e
         cached = Path(tmp) / f"{quote(role, '')}.json"
-        if first:
-            return targets, None
         if not cached.exists():
-            raise BadInputError(f"{probe_path} is not delegated to {role} on {server_url}")
-        return targets, Metadata[Targets].from_bytes(cached.read_bytes())
+            raise BadInputError(f"{paths[0]} does not resolve to {role} on {server_url}")
+        return targets.signed, Metadata[Targets].from_bytes(cached.read_bytes())
 
 
 def publish_remote(
@@ -108,15 +120,10 @@ def publish_remote(
     except OSError as e:
         raise BadInputError(f"cannot read {e.filename}: {e.strerror}") from e
     fetcher = _Fetcher(token, ca_bundle)
-    targets, current = current_role(server_url, role, files[0][1], bootstrap, fetcher)
-    roles = targets.delegations.roles if targets.delegations else None
-    if not roles or role not in roles:
-        raise BadInputError(f"unknown role {role!r}: targets does not delegate to it")
-    outside = [p for _, p, _ in files if not roles[role].is_delegated_path(p)]
-    if outside:
-        raise BadInputError(f"{', '.join(outside)} is outside {role}'s delegation: refused")
-    assert targets.delegations is not None
-    keys = {k: targets.delegations.keys[k] for k in roles[role].keyids}
+    targets, current = current_role(server_url, role, [p for _, p, _ in files], bootstrap, fetcher)
+    assert targets.delegations is not None and targets.delegations.roles is not None
+    delegated = targets.delegations.roles[role]
+    keys = {k: targets.delegations.keys[k] for k in delegated.keyids}
     signer = find_signer(uri, keys)
     md: Metadata[Targets] = current if current is not None else Metadata(Targets(version=0))
     md.signed.version += 1

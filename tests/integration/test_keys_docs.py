@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from tuf.api.metadata import Metadata, Root
 
-from tests.helpers.repo import BIN, assert_one_line_error
+from tests.helpers.certs import make_tls
+from tests.helpers.gunicorn import run_gunicorn
+from tests.helpers.repo import BIN, PASSPHRASE, assert_one_line_error
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PEOPLE = ("alice", "bob", "carol", "dave", "erin", "frank", "release", "server", "publisher")
@@ -28,7 +31,8 @@ def _environment(room: Path, people: tuple[str, ...]) -> dict[str, str]:
         folder = room / person
         folder.mkdir(mode=0o700)
         secret = folder / "passphrase"
-        secret.write_text(f"{person}'s long passphrase\n")
+        # the security team's dev repository is the one the server fixture opens
+        secret.write_text(PASSPHRASE if person == "security" else f"{person}'s long passphrase\n")
         secret.chmod(0o600)
     build = room / "build"
     build.mkdir()
@@ -123,8 +127,19 @@ def test_publisher_guide(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    run_doc(DOCS / "publisher.md", tmp_path, env)
+    tls = make_tls(tmp_path / "tls")
+    shutil.copy(tls.ca_cert, tmp_path / "server-ca.pem")
+    with run_gunicorn(
+        tmp_path / "repo",
+        cert=tls.server_cert,
+        key=tls.server_key,
+        ca_cert=tls.ca_cert,
+        config={"device_auth": False},
+    ) as server:
+        run_doc(DOCS / "publisher.md", tmp_path, {**env, "OTA_SERVER": server.url})
     role = json.loads((tmp_path / "repo" / "metadata" / "3.firmware-model-x.json").read_text())
+    uploaded = json.loads((tmp_path / "repo" / "metadata" / "4.firmware-model-x.json").read_text())
+    assert "firmware/model-x/fw-2.0.0.bin" in uploaded["signed"]["targets"]
     targets = role["signed"]["targets"]
     assert targets["firmware/model-x/fw-1.4.2.bin"]["custom"] == {
         "firmware": {

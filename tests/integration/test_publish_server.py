@@ -1,0 +1,78 @@
+"""`ota-publish add --server`: read the server's verified state (ngclient from the trusted root),
+sign the role's next version with the publisher's key, upload to real gunicorn over TLS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.ceremony import client
+from tests.helpers.certs import TlsFiles, make_tls
+from tests.helpers.gunicorn import run_gunicorn
+from tests.helpers.repo import BIN, assert_one_line_error, cli_env, ota_repo, published
+
+ROLE = "firmware-model-x"
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls(tmp_path_factory.mktemp("tls"), client_cn="publisher")
+
+
+def _publish(
+    server: str, tls: TlsFiles, repo: Path, tmp: Path, version: str, hwid: str
+) -> subprocess.CompletedProcess[str]:
+    image = tmp / f"fw-{version}.bin"
+    image.write_bytes(f"image {version}".encode() * 500)
+    return subprocess.run(
+        [
+            str(BIN / "ota-publish"), "add", str(image), "--hwid", hwid, "--version", version,
+            "--role", ROLE, "--key", f"encfile:{tmp / 'keys' / 'pub-x.key'}",
+            "--server", server, "--root", str(repo / "metadata" / "1.root.json"),
+            "--ca-bundle", str(tls.ca_cert),
+        ],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_publish_over_the_update_server(tls: TlsFiles, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    ota_repo(repo, "init", "--dev")
+    ota_repo(repo, "key", "generate", "pub-x", "--out", str(tmp_path / "keys"))
+    ota_repo(
+        repo, "delegate", ROLE, "--paths", "firmware/model-x/*",
+        "--key", str(tmp_path / "keys" / "pub-x.pub"),
+        "--sign-with", f"encfile:{tmp_path / 'keys' / 'pub-x.key'}", "--publish",
+    )  # fmt: skip
+    with run_gunicorn(
+        repo,
+        cert=tls.server_cert,
+        key=tls.server_key,
+        ca_cert=tls.ca_cert,
+        config={"device_auth": False},
+    ) as server:
+        proc = _publish(server.url, tls, repo, tmp_path, "1.0.0", "model-x")
+        assert proc.returncode == 0, proc.stderr
+        assert f"in {ROLE} v2" in proc.stdout
+        proc = _publish(server.url, tls, repo, tmp_path, "1.1.0", "model-x")
+        assert proc.returncode == 0, proc.stderr
+
+        before = published(repo)
+        refused = _publish(server.url, tls, repo, tmp_path, "1.2.0", "model-y")
+        assert_one_line_error(refused, "outside firmware-model-x's delegation")
+        assert published(repo) == before
+
+    updater, _ = client(repo, tmp_path / "device", (repo / "metadata" / "1.root.json").read_bytes())
+    updater.refresh()
+    for version in ("1.0.0", "1.1.0"):
+        info = updater.get_targetinfo(f"firmware/model-x/fw-{version}.bin")
+        assert info is not None
+        assert json.loads(json.dumps(info.custom))["firmware"]["version"] == version
+    ota_repo(repo, "verify")
