@@ -172,6 +172,12 @@ class LabDevice:
                 continue
         return out
 
+    def verify_log(self) -> None:
+        """The event log's hash chain holds (the client's own `EventLog.verify`)."""
+        from client.eventlog import EventLog
+
+        EventLog(self.data_dir / "events.log", self.name).verify()
+
     def metadata_digest(self) -> dict[str, str]:
         folder = self.data_dir / "metadata"
         return {

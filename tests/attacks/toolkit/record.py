@@ -121,6 +121,8 @@ class Attempt:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.after = self.device.protected()
+        if kind is None:
+            self.device.verify_log()  # the refusal was logged in an intact hash chain
         keys = set(self.before) | set(self.after)
         changed = sorted(
             k for k in keys if k not in self.may_change and self.before.get(k) != self.after.get(k)

@@ -164,6 +164,39 @@ def replace_bytes(offset: int, new: bytes) -> Action:
     return act
 
 
+# -- a proxy in front of the real server ------------------------------------------------------------
+
+
+class UpstreamMirror:
+    """`files` for an `AttackServer` that is a man in the middle: every path is fetched from
+    the real update server (with the device's token, which the proxy sees and replays), so
+    rules rewrite genuine answers. Bytes seen once are kept in `seen` for later replay."""
+
+    def __init__(self, url: str, ca: Path, token: str | None):
+        import requests
+
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        self.session.trust_env = False
+        self.session.verify = str(ca)
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.seen: dict[str, list[bytes]] = {}
+        self.files = self  # the AttackServer reads `repo.files.get(path)`
+
+    def get(self, path: str) -> bytes | None:
+        from urllib.parse import quote
+
+        response = self.session.get(f"{self.url}/{quote(path)}", timeout=30)
+        if response.status_code != 200:
+            return None
+        data = response.content
+        history = self.seen.setdefault(path, [])
+        if not history or history[-1] != data:
+            history.append(data)
+        return data
+
+
 # -- the server ------------------------------------------------------------------------------------
 
 
@@ -362,6 +395,7 @@ class AttackServer(ThreadingHTTPServer):
 __all__ = [
     "AttackServer",
     "Rule",
+    "UpstreamMirror",
     "endless",
     "extra_bytes",
     "replace_bytes",
