@@ -164,7 +164,7 @@ def replace_bytes(offset: int, new: bytes) -> Action:
     return act
 
 
-# -- a proxy in front of the real server ------------------------------------------------------------
+# -- a proxy in front of the real server ---------------------------------------------------
 
 
 class UpstreamMirror:
