@@ -291,6 +291,7 @@ def publish(repo: OtaRepository, req_id: str) -> SigningRequest:
         KeyError_: the online keys cannot sign here; nothing is written.
     """
     from repository import hashbins  # publishing a hash-bin delegation creates the bins
+    from repository.requestcheck import check_content
 
     with repo.writing("publish-request") as details:
         req = load(repo, req_id)
@@ -307,9 +308,12 @@ def publish(repo: OtaRepository, req_id: str) -> SigningRequest:
         new_root = root_change.md.signed if root_change else repo.current_metadata("root").signed
         assert isinstance(new_root, Root)
         _check_online_signers(repo, new_root)
-        new_targets = req.change(Targets.type)
-        bins = hashbins.bins_to_create(repo, new_targets.md if new_targets else None)
         first = is_unpublished(repo)
+        check_content(repo, req, first=first)
+        new_targets = req.change(Targets.type)
+        bins = (
+            [] if first else hashbins.bins_to_create(repo, new_targets.md if new_targets else None)
+        )
         for change in sorted(req.changes, key=lambda c: -_ORDER.get(c.role, 2)):
             if first:  # no snapshot yet to record versions in: snapshot v1 lists targets v1
                 name = metadata_filename(change.role, change.md.signed.version)

@@ -17,12 +17,13 @@ import click
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
-from repository.errors import BadInputError
+from repository.errors import BadInputError, ThresholdError
 from repository.keys import find_signer
 from repository.manager import OtaRepository
 from repository.publisher.cli import cli
 from repository.publisher.firmware import FirmwareRelease, describe_file
-from repository.staging import next_version
+from repository.signing import SigningRequest
+from repository.staging import next_version, stage
 from repository.targetfiles import store_target_file
 
 
@@ -88,26 +89,35 @@ def build_update(
 
 def publish_local(
     repo: OtaRepository, role: str, uri: str, files: list[tuple[Path, str, dict[str, Any]]]
-) -> Metadata[Targets]:
+) -> tuple[Metadata[Targets], SigningRequest | None]:
     """Sign and publish `files` in `role` of the local repository `repo`.
+
+    If the role needs more signatures than this key's (threshold above 1), the files are
+    stored and the signed version is staged as a signing request instead (returned second):
+    the other key holders sign it with `ota-repo sign`, then `ota-repo publish` publishes it.
 
     Raises:
         BadInputError: as `build_update`, or the signed version fails validation; nothing is
             written.
-        ThresholdError: the role needs more signatures than this key's; nothing is written.
     """
     with repo.writing("publish") as details:
         md, infos = build_update(repo, role, uri, files)
-        repo.validate_delegated_update(role, md)
+        staged = False
+        try:
+            repo.validate_delegated_update(role, md)
+        except ThresholdError:
+            staged = True  # every other check passed: only signatures are missing
         for (local, path, custom), expected in zip(files, infos, strict=True):
             stored = store_target_file(repo.paths.targets, local, path, custom)
             if stored.hashes != expected.hashes or stored.length != expected.length:
                 raise BadInputError(f"{local} changed while it was being published")
+        if staged:
+            return md, stage(repo, {role: md})
         repo.write(role, md)
         repo.publish_snapshot_and_timestamp()
         details["role"] = role
         details["targets_added"] = [tf.path for tf in infos]
-    return md
+    return md, None
 
 
 @cli.command("add")
@@ -154,7 +164,14 @@ def add(
     release = FirmwareRelease(file, hwid, version, security_counter, list(deltas), name)
     files = release.files()
     if repo_dir is not None:
-        md = publish_local(OtaRepository.load(repo_dir), role, uri, files)
+        md, req = publish_local(OtaRepository.load(repo_dir), role, uri, files)
+        if req is not None:
+            click.echo(
+                f"{role} needs more signatures: staged request {req.id}; the other holders run "
+                f"'ota-repo --repo {repo_dir} sign {req.id} --key URI', then "
+                f"'ota-repo --repo {repo_dir} publish {req.id}'"
+            )
+            return
         where = str(repo_dir)
     else:
         from repository.publisher.remote import publish_remote  # needs the server's client
