@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
+from urllib.parse import quote, urlsplit
 
 from flask import Flask, Response, current_app, jsonify
 from flask import Request as FlaskRequest
@@ -67,10 +68,16 @@ class StagingRequest(FlaskRequest):
 
 
 def raw_path(environ: dict[str, Any]) -> str | None:
-    """The request path as the client sent it (still %-encoded), without the query."""
+    """The request path as the client sent it (still %-encoded), without the query.
+
+    From gunicorn's `RAW_URI` (or `REQUEST_URI`); an absolute-form target keeps only its path.
+    A WSGI server that gives neither gets the decoded `PATH_INFO` quoted again.
+    """
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if raw is None:
-        return None
+        return quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/")
+    if raw.startswith(("http://", "https://")):
+        raw = urlsplit(raw).path or "/"
     path = raw.split("?", 1)[0]
     return path if path.startswith("/") else None
 

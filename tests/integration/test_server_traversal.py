@@ -52,6 +52,8 @@ TRAVERSALS = [
     "/metadata/1.%2e%2e%2f%2e%2e%2f.ota%2fconfig.json",
     "/targets/%2Fetc%2Fpasswd",
     "/targets/firmware/model-x/x.bin%20",
+    "https://127.0.0.1/metadata/../.ota/config.json",
+    "https://127.0.0.1/.ota/config.json",
 ]
 # well-formed paths that name nothing servable: 404; everything else is malformed: 400
 NOT_FOUND = {
@@ -125,6 +127,8 @@ def test_the_control_request_works_and_attempts_are_flagged(
     status, response = raw_get(server, tls, "/metadata/timestamp.json", token)
     assert status == 200
     assert response.endswith((repo.root / "metadata" / "timestamp.json").read_bytes())
+    absolute, _ = raw_get(server, tls, "https://127.0.0.1/metadata/timestamp.json", token)
+    assert absolute == 200  # RFC 9112 absolute-form is served like origin-form
     raw_get(server, tls, "/metadata/%2e%2e/.ota/config.json", token)
     entries = [
         json.loads(line)
