@@ -99,7 +99,9 @@ def _check_delegation(repo: OtaRepository, role: str, md: Metadata[Targets]) -> 
     except BadInputError:
         raise NotAuthorized(f"role {role!r} is not delegated by targets") from None
     delegations = repo.current_metadata(Targets.type).signed.delegations
-    assert delegations is not None and delegations.roles is not None  # keys_for checked it
+    if delegations is None or delegations.roles is None or role not in delegations.roles:
+        # a hash bin (succinct delegation): signed by the targets key holders, never uploaded
+        raise NotAuthorized(f"role {role!r} is not a publisher's delegated role")
     delegated = delegations.roles[role]
     outside = sorted(p for p in md.signed.targets if not delegated.is_delegated_path(p))
     if outside:

@@ -33,7 +33,6 @@ StartResponse = Callable[..., Any]
 _VERSIONED = re.compile(r"^([1-9][0-9]{0,19})\.([A-Za-z0-9_+~-][A-Za-z0-9._+~-]{0,127})\.json$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}$")
 _HASH_PREFIX = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{128})\.")
-_RAW_OK = re.compile(r"^[A-Za-z0-9._~+/%-]*$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MAX_DEPTH = 16
 BLOCK = 256 * 1024

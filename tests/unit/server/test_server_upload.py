@@ -316,3 +316,29 @@ def test_the_publishers_exact_bytes_are_stored_and_served(
     assert served.status_code == 401  # device auth on; with auth off the bytes are the same
     open_client = create_app({"repo": str(delegated.root), "device_auth": False}).test_client()
     assert open_client.get("/metadata/2.model-x.json").data == pretty
+
+
+def test_hash_bins_are_never_uploaded(
+    tmp_path: Path, upload: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuf.api.metadata import Delegations, SuccinctRoles
+
+    from repository.create import init_dev
+    from tests.helpers.repo import PASSPHRASE
+
+    monkeypatch.setenv("OTA_KEY_PASSPHRASE", PASSPHRASE)
+    repo = init_dev(tmp_path / "repo")
+    signer = CryptoSigner.generate_ed25519()
+    with repo.writing("bins"):
+        with repo.edit_targets() as targets:
+            bins = SuccinctRoles([], 1, 2, "bins")
+            targets.delegations = Delegations(keys={}, roles=None, succinct_roles=bins)
+            targets.add_key(signer.public_key)
+        repo.publish_snapshot_and_timestamp()
+    fake = DelegatedRepo(repo.paths.root, {"bins-0": [signer]})
+    metadata, files = publisher_update(fake, "bins-0", {FW2: FW2_BYTES}, tmp=tmp_path / "p")
+    client = create_app({"repo": str(repo.paths.root)}).test_client()
+    before = published(repo.paths.root)
+    r = upload(client, "bins-0", metadata, files)
+    assert r.status_code == 403 and "not a publisher's delegated role" in r.json["error"]
+    assert published(repo.paths.root) == before
