@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 # hidden or dot segments, backslashes, NUL, and malformed %-escapes: never a valid request
 _SUSPICIOUS = re.compile(r"(/\.|\\|\x00|%(?![0-9A-Fa-f]{2}))")
+UPLOADS_PER_WORKER = 2  # bodies being received at once; more wait for a 503's Retry-After
 _RAW_OK = re.compile(r"^/[A-Za-z0-9._~+/%-]*$")
 
 
@@ -47,6 +48,7 @@ class ServerState:
     throttle: Throttle
     audit: RequestAudit
     upload_lock: threading.Lock
+    upload_slots: threading.BoundedSemaphore
 
 
 def state() -> ServerState:
@@ -154,7 +156,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(DEBUG=False, MAX_CONTENT_LENGTH=settings.max_upload_bytes)
     app.config.update(flask_config)
     app.request_class = StagingRequest
-    app.extensions["ota"] = ServerState(settings, repo, registry, throttle, audit, threading.Lock())
+    app.extensions["ota"] = ServerState(
+        settings,
+        repo,
+        registry,
+        throttle,
+        audit,
+        threading.Lock(),
+        threading.BoundedSemaphore(UPLOADS_PER_WORKER),
+    )
 
     from repository.server.views import health, reports, uploads
 

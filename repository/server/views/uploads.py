@@ -45,6 +45,19 @@ def publish() -> tuple[Response, int]:
         publisher, allowed_roles = uploader.name, uploader.roles
     if request.mimetype != "multipart/form-data":
         return _refuse(415, "uploads are multipart/form-data", publisher=publisher)
+    if not st.upload_slots.acquire(blocking=False):
+        response = jsonify({"error": "busy with other uploads, retry later"})
+        response.headers["Retry-After"] = "10"
+        return response, 503
+    try:
+        return _receive(publisher, allowed_roles)
+    finally:
+        st.upload_slots.release()
+
+
+def _receive(publisher: str, allowed_roles: tuple[str, ...] | None) -> tuple[Response, int]:
+    """Parse the body into the staging folder, check it and publish it."""
+    st = state()
     role = request.form.get("role", "")  # parses the body: 413 if it is too large
     if not role:
         return _refuse(400, "the upload has no role field", publisher=publisher)

@@ -342,3 +342,18 @@ def test_hash_bins_are_never_uploaded(
     r = upload(client, "bins-0", metadata, files)
     assert r.status_code == 403 and "not a publisher's delegated role" in r.json["error"]
     assert published(repo.paths.root) == before
+
+
+def test_too_many_uploads_at_once_get_503(
+    app: Flask, delegated: DelegatedRepo, tmp_path: Path, upload: Callable[..., Any]
+) -> None:
+    slots = app.extensions["ota"].upload_slots
+    assert slots.acquire(blocking=False) and slots.acquire(blocking=False)  # two in progress
+    try:
+        metadata, files = publisher_update(delegated, "model-x", {FW2: FW2_BYTES}, tmp=tmp_path)
+        r = upload(app.test_client(), "model-x", metadata, files)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "10"
+    finally:
+        slots.release()
+        slots.release()
+    assert upload(app.test_client(), "model-x", metadata, files).status_code == 201
