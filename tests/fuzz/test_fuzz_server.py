@@ -47,7 +47,8 @@ FUZZ = settings(
     report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-LOGS = ("server-audit.log", "audit.log")
+# The server's own bookkeeping in its private folder: append-only logs, throttle state.
+LOGS = ("server-audit.log", "audit.log", "server-throttle")
 # explicit examples: the fuzzer certainly reaches real files, not only refusals
 REACHABLE = (
     "/metadata/timestamp.json",
@@ -65,7 +66,7 @@ class Served:
     apps: dict[str, Flask]
 
     def tree(self) -> dict[str, str]:
-        """Every file around and below the repository except the server's append-only logs."""
+        """Every file around and below the repository except the server's own bookkeeping."""
         out = {}
         for path in sorted(self.folder.rglob("*")):
             if path.is_file() and not path.is_symlink() and path.name not in LOGS:
