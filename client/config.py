@@ -17,6 +17,7 @@ Example::
     [slots]
     A = "/dev/mmcblk0p2"
     B = "/dev/mmcblk0p3"
+    verify_from_medium = false   # true: read the image back from the medium while installing
 
     [boot]
     max_tries = 3
@@ -84,6 +85,7 @@ class ClientConfig:
     slots: dict[str, Path]
     boot: BootConfig = field(default_factory=BootConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    verify_from_medium: bool = False
 
 
 class _Reader:
@@ -191,8 +193,9 @@ def parse_config(data: dict[str, Any], base: Path) -> ClientConfig:
     if (server.client_cert is None) != (server.client_key is None):
         raise ConfigError("server.client_cert and server.client_key go together")
     sl = top.sub("slots", required=True)
-    sl.refuse_unknown(set(SLOT_NAMES))
+    sl.refuse_unknown({*SLOT_NAMES, "verify_from_medium"})
     slots = {name: sl.path(name) for name in SLOT_NAMES}
+    from_medium: bool = sl.raw("verify_from_medium", bool, False)
     if slots["A"] == slots["B"]:
         raise ConfigError("slots.A and slots.B must be different")
     b = top.sub("boot")
@@ -225,6 +228,7 @@ def parse_config(data: dict[str, Any], base: Path) -> ClientConfig:
         slots=slots,
         boot=boot,
         agent=agent,
+        verify_from_medium=from_medium,
     )
 
 

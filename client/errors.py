@@ -44,6 +44,10 @@ class VerificationError(UpdateError):
     """Downloaded or installed bytes do not match the verified target (length or hashes)."""
 
 
+class TooLongError(VerificationError):
+    """The server sent more bytes than the verified target's length."""
+
+
 class FirmwareFormatError(UpdateError):
     """A firmware target's `custom` field is missing or malformed (fail closed)."""
 

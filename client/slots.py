@@ -116,6 +116,17 @@ class Slot:
         except OSError as e:
             raise StorageError(f"cannot flush slot {self.name}: {e.strerror}") from e
 
+    def drop_cache(self) -> None:
+        """Drop the slot's pages from the page cache so the next read comes from the medium."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
     def verify(self, target: TargetFile) -> None:
         """Check the image in the slot against a verified target.
 

@@ -14,31 +14,31 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuf.api import exceptions
+
 from client.bootctl import BootState
 from client.device import Device, other_slot
-from client.download import (
-    CHECKPOINT_BYTES,
-    PartialDownload,
-    Progress,
-    TooLongError,
-    stream_target,
-)
+from client.download import CHECKPOINT_BYTES, Progress
 from client.errors import (
     FirmwareFormatError,
+    Interrupted,
     MetadataError,
     PolicyError,
     StateError,
+    StorageError,
+    TooLongError,
     UpdateError,
     VerificationError,
 )
 from client.firmware import Firmware, check_policy, hardware_prefix
-from client.readback import ReadBackVerifier
+from client.onepass import Durability, StreamView, verify_while_streaming
 from client.state import SlotRecord
 from client.testhooks import kill_point
-from client.tufclient import TufClient
+from client.tufclient import TufClient, wrap_tuf_error
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,6 @@ def install(device: Device, tuf: TufClient, fw: Firmware, *,
             f"slot {boot.trial} is waiting for its trial boot: reboot (ota-client boot) first"
         )
     name = other_slot(boot.active)
-    slot = device.slots[name]
     target = fw.target
     if state.slots[name] is not None or state.pending_trial is not None:
         state.slots[name] = None  # 1. from here on the slot holds nothing trusted
@@ -218,42 +217,13 @@ def install(device: Device, tuf: TufClient, fw: Firmware, *,
     def checkpoint(n: int) -> None:
         device.store.save_download({**key, "offset": n})
 
-    step = min(CHECKPOINT_BYTES, max(256 * 1024, target.length // 8))
-    fd = slot.open_for_write(offset)
     try:
-        rfd = slot.open_for_read()
-        try:
-            verifier = ReadBackVerifier(target, fd, rfd, durable=offset, checkpoint=checkpoint,
-                                        checkpoint_bytes=step)
-            verifier.start()
-            try:
-                stream_target(tuf, target, fd, offset=offset, progress=progress,
-                              on_written=verifier.written)
-            except PartialDownload as e:
-                verifier.abort()
-                os.fdatasync(fd)
-                checkpoint(e.written)  # resume from here next time
-                raise e.error from e
-            except BaseException:
-                verifier.abort()
-                raise
-            mismatch = verifier.finish()  # 2. written, durable, read back and judged
-        finally:
-            os.close(rfd)
-        slot.finish_write(fd, target.length)
-    except TooLongError as e:
-        device.store.clear_download()
+        _write_and_verify(device, tuf, fw, name, offset, checkpoint, progress)  # 2.
+    except (TooLongError, VerificationError) as e:
+        device.store.clear_download()  # never resume onto bytes that were refused
         _refused(device, fw, name, e)
         raise
-    finally:
-        os.close(fd)
     kill_point("install-written")
-    if mismatch is not None:
-        device.store.clear_download()  # never resume onto bytes that did not verify
-        error = VerificationError(f"refused {target.path}: slot {name} does not hold "
-                                  f"{target.path}: {mismatch}")
-        _refused(device, fw, name, error)
-        raise error from mismatch
     device.store.clear_download()
     state.slots[name] = SlotRecord.of(fw)  # 3.
     device.store.save(state)
@@ -263,6 +233,67 @@ def install(device: Device, tuf: TufClient, fw: Firmware, *,
     state.pending_trial = name  # 5. lets boot tell a trial the bootloader gave up on
     device.store.save(state)
     return name
+
+
+def _write_and_verify(device: Device, tuf: TufClient, fw: Firmware, name: str, offset: int,
+                      checkpoint: Callable[[int], None], progress: Progress | None) -> None:
+    """Stream the image into slot `name` while python-tuf verifies it read back from the slot;
+    make it durable.
+
+    Raises:
+        TooLongError, VerificationError: refused (the caller forgets the partial download).
+        NetworkError, Interrupted: stopped early; the resume record says how far it got.
+        StorageError: the slot cannot be written.
+    """
+    slot = device.slots[name]
+    target = fw.target
+    step = min(CHECKPOINT_BYTES, max(256 * 1024, target.length // 8))
+    stopped: Exception | None = None
+    fd = slot.open_for_write(0)
+    try:
+        rfd = slot.open_for_read()
+        try:
+            if offset >= target.length:
+                start, chunks = target.length, None
+            else:
+                start, chunks = tuf.open_target(target, offset)
+            with Durability(fd, durable=start, step=step, checkpoint=checkpoint) as durability:
+                view = StreamView(target, chunks, fd, rfd, present=start,
+                                  on_written=durability.written, progress=progress)
+                try:
+                    mismatch = verify_while_streaming(view, target)
+                except (exceptions.DownloadError, Interrupted) as e:
+                    stopped, mismatch = e, None
+            if durability.error is not None:
+                raise StorageError(f"cannot make slot {name} durable: {durability.error}")
+        finally:
+            os.close(rfd)
+        if stopped is None and mismatch is not None and view.present < target.length:
+            stopped = exceptions.DownloadError(
+                f"ended early at {view.present} of {target.length} bytes")
+        if stopped is not None:
+            os.fdatasync(fd)
+            checkpoint(view.present)  # resume from here next time
+            if isinstance(stopped, Interrupted):
+                raise stopped
+            raise wrap_tuf_error(
+                stopped, f"download of {target.path} failed (it will resume)") from stopped
+        if mismatch is None:
+            slot.finish_write(fd, target.length)
+    except OSError as e:
+        raise StorageError(f"cannot write slot {name}: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
+    if mismatch is None and device.config.verify_from_medium:
+        slot.drop_cache()
+        try:
+            slot.verify(target)
+        except VerificationError as e:
+            mismatch = e
+    if mismatch is not None:
+        raise VerificationError(
+            f"refused {target.path}: slot {name} does not hold {target.path}: {mismatch}"
+        ) from mismatch
 
 
 def _refused(device: Device, fw: Firmware, slot: str, error: Exception) -> None:
