@@ -108,3 +108,28 @@ def describe(role: str, old: Signed | None, new: Signed) -> list[str]:
     lines.append(f"version {old_v} -> {new.version}")
     lines.append(f"expires {new.expires:%Y-%m-%d %H:%M}Z")
     return [f"{role}: {line}" for line in lines]
+
+
+def resulting(role: str, new: Signed) -> list[str]:
+    """What `role` says after the change: every key list and threshold, every delegation.
+
+    Shown next to the diff so a holder can check keyids against the ceremony sheet even when
+    they cannot see the published state the diff was computed against.
+    """
+    lines = []
+    if isinstance(new, Root):
+        for name, r in new.roles.items():
+            lines.append(
+                f"{name}: keys {', '.join(short(k) for k in r.keyids)} threshold {r.threshold}"
+            )
+    elif isinstance(new, Targets):
+        lines.append(f"{len(new.targets)} target(s)")
+        d = new.delegations
+        for name, dr in ((d.roles if d else None) or {}).items():
+            lines.append(
+                f"delegates {', '.join(dr.paths or [])} to {name}: keys "
+                f"{', '.join(short(k) for k in dr.keyids)} threshold {dr.threshold}"
+            )
+        if d is not None and d.succinct_roles is not None:
+            lines.extend(_describe_succinct(None, d.succinct_roles))
+    return [f"{role} v{new.version}: {line}" for line in lines]

@@ -33,6 +33,7 @@ FORMAT_VERSION = 1
 REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 ROLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_REQUEST_BYTES = 4_000_000
+_ONLINE = (Snapshot.type, Timestamp.type)
 
 
 @dataclass
@@ -132,7 +133,7 @@ def _parse(obj: Any) -> SigningRequest:
         changes.append(RoleChange(role, base, Metadata.from_dict(dict(entry["metadata"]))))
     context = {}
     for role, md_dict in dict(obj["context"]).items():
-        if role not in (Root.type, Targets.type):
+        if not isinstance(role, str) or not ROLE_NAME.match(role) or role in _ONLINE:
             raise BadInputError(f"unexpected context role {role!r}")
         context[role] = Metadata.from_dict(dict(md_dict))
     return SigningRequest(

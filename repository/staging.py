@@ -101,6 +101,9 @@ def stage(
     first = changes[0]
     req_id = f"{first.role}-v{first.md.signed.version}-{content_digest(changes)[:12]}"
     context = published_context(repo)
+    for c in changes:  # the version each change replaces, so holders elsewhere see the diff
+        if c.role not in context and c.base_version > 0:
+            context[c.role] = repo.current_metadata(c.role)
     req = SigningRequest(
         req_id,
         datetime.now(UTC).isoformat(timespec="seconds"),

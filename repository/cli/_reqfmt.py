@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 from securesystemslib.signer import Key
-from tuf.api.metadata import Root, Targets
+from tuf.api.metadata import Root, Signed, Targets
 
 from repository import staging
-from repository.changes import short
+from repository.changes import describe, resulting, short
 from repository.keys import find_signer, public_key_from_file
 from repository.layout import TOP_LEVEL_ROLES
 from repository.manager import OtaRepository
@@ -102,10 +102,39 @@ def request_json(req: SigningRequest, states: list[ThresholdState], stale: str) 
     }
 
 
-def echo_request(req: SigningRequest, states: list[ThresholdState], stale: str = "") -> None:
+def previous_published(repo: OtaRepository, req: SigningRequest) -> dict[str, Signed | None]:
+    """The published version each change replaces (the diff a repository shows)."""
+    return {
+        c.role: repo.current_metadata(c.role).signed if c.base_version > 0 else None
+        for c in req.changes
+    }
+
+
+def previous_embedded(req: SigningRequest) -> dict[str, Signed | None]:
+    """The versions the request says it replaces (all a holder elsewhere has)."""
+    return {
+        c.role: req.context[c.role].signed if c.base_version > 0 and c.role in req.context else None
+        for c in req.changes
+    }
+
+
+def echo_request(
+    req: SigningRequest,
+    states: list[ThresholdState],
+    stale: str = "",
+    previous: dict[str, Signed | None] | None = None,
+) -> None:
+    """Print a request: what changes (computed from the metadata, never taken from the file's
+    own summary), what each role says afterwards, and who has signed."""
     click.echo(f"request {req.id}")
-    for line in req.summary:
-        click.echo(f"  {line}")
+    previous = previous or {}
+    for change in req.changes:
+        for line in describe(change.role, previous.get(change.role), change.md.signed):
+            click.echo(f"  {line}")
+    click.echo("after this change:")
+    for change in req.changes:
+        for line in resulting(change.role, change.md.signed):
+            click.echo(f"  {line}")
     click.echo("signatures:")
     for line in state_lines(states):
         click.echo(line)
@@ -129,7 +158,7 @@ def finish(
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
     states = threshold_states(req, staging.published_context(repo))
-    echo_request(req, states)
+    echo_request(req, states, previous=previous_published(repo, req))
     if publish_now and all(s.met for s in states):
         staging.publish(repo, req.id)
         click.echo(f"published {req.id}")

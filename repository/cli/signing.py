@@ -9,7 +9,13 @@ import click
 
 from repository import staging
 from repository.cli._base import Context, cli, emit, pass_ctx
-from repository.cli._reqfmt import echo_request, request_json, state_lines
+from repository.cli._reqfmt import (
+    echo_request,
+    previous_embedded,
+    previous_published,
+    request_json,
+    state_lines,
+)
 from repository.signing import threshold_states
 
 
@@ -52,16 +58,17 @@ def request_show(ctx: Context, ref: str, as_json: bool) -> None:
     """Show what a request (ID here, or an exported FILE) changes and who has signed."""
     if _is_file(ref):
         req = staging.load_file(Path(ref))
-        context, stale = req.context, ""
+        context, stale, previous = req.context, "", previous_embedded(req)
     else:
         repo = ctx.open()
         req = staging.load(repo, ref)
         context, stale = staging.context_for(repo, req), staging.stale_reason(repo, req) or ""
+        previous = previous_embedded(req) if stale else previous_published(repo, req)
     states = threshold_states(req, context)
     if as_json:
         click.echo(json.dumps(request_json(req, states, stale), indent=2, sort_keys=True))
     else:
-        echo_request(req, states, stale)
+        echo_request(req, states, stale, previous)
 
 
 @request_group.command("export")
