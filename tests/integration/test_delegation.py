@@ -13,6 +13,7 @@ from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
 from repository import keys
+from repository.errors import ThresholdError
 from repository.manager import OtaRepository
 from tests.helpers.ceremony import Ceremony, client, production_repo, use_passphrase
 from tests.helpers.repo import BIN, assert_one_line_error, cli_env, ota_repo, published
@@ -158,6 +159,15 @@ def test_revoked_publisher_key_cannot_publish_and_runbook_recovers(
     assert published(c.repo_dir) == before
 
     evil = TargetFile.from_data("firmware/model-x/fw-6.6.7.bin", b"evil", ["sha256"])
+    # The upload check (what the server runs) refuses the old key's signature too.
+    repo = OtaRepository.load(c.repo_dir)
+    upload = repo.open(ROLE)
+    upload.signed.version += 1
+    upload.signed.targets[evil.path] = evil
+    upload.signatures.clear()
+    upload.sign(keys.load_signer(c.uri("pub-x"), c.key("pub-x")))
+    with pytest.raises(ThresholdError, match="not signed by enough keys"):
+        repo.validate_delegated_update(ROLE, upload)
     _force_role(c, "pub-x", {evil.path: evil})
     with pytest.raises(UnsignedMetadataError):
         _lookup(c, tmp_path / "d1", evil.path)
