@@ -8,6 +8,7 @@ import click
 
 from repository import hsm
 from repository.cli._base import Context, cli, emit, pass_ctx
+from repository.fsutil import make_private_dir
 from repository.keyinfo import key_rows
 from repository.keys import KEY_TYPES, generate_key, write_public_key
 
@@ -34,6 +35,8 @@ def key_group() -> None:
 def key_generate(name: str, key_type: str, out_dir: Path, as_json: bool) -> None:
     """Write NAME.key (encrypted with the passphrase from OTA_KEY_PASSPHRASE_FILE or a prompt)
     and NAME.pub, and print the keyid. No repository is needed."""
+    if not out_dir.exists():
+        make_private_dir(out_dir)  # a new key folder is owner-only
     priv, pub, key = generate_key(out_dir, name, key_type=key_type)
     emit(
         {"keyid": key.keyid, "public": str(pub), "uri": f"encfile:{priv.resolve()}"},

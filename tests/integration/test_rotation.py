@@ -13,7 +13,7 @@ from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root
 
 from repository import rotation, staging
-from repository.errors import ThresholdError
+from repository.errors import BadInputError, ThresholdError
 from repository.signing import SigningRequest
 from tests.helpers.ceremony import Ceremony, client, production_repo, use_passphrase
 from tests.helpers.repo import published
@@ -197,3 +197,18 @@ def test_renew_root_with_new_expiry_period(ceremony: Ceremony) -> None:
     assert root.version == 2
     assert root.expires < datetime.now(UTC) + timedelta(days=31)
     assert c.open().config.expiry_days["root"] == 30
+
+
+def test_expired_request_is_refused(ceremony: Ceremony) -> None:
+    c = ceremony
+    repo = c.open()
+    with repo.writing("stage-request"):
+        req = rotation.renew(repo, "targets")
+    _sign(c, req.id, "release")
+    later = c.open()
+    later.now = datetime.now(UTC) + timedelta(days=400)
+    before = published(c.repo_dir)
+    with pytest.raises(BadInputError, match="has expired"):
+        staging.publish(later, req.id)
+    assert published(c.repo_dir) == before
+    staging.publish(c.open(), req.id)
