@@ -13,6 +13,7 @@ bin is created empty (version 1) with the online key.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from securesystemslib.signer import Key
@@ -89,6 +90,23 @@ def enable(
         f"targets: delegate every path to {bins} hash bins signed by online key {short(key.keyid)}"
     )
     return stage(repo, {Targets.type: md}, note=note)
+
+
+def enable_now(root: Path, bins: int) -> SigningRequest:
+    """Turn hash bins on in a repository whose targets keys are all on this machine (`--dev`):
+    stage and publish at once. What `ota-repo init --dev --hash-bins N` calls after init.
+
+    Raises:
+        BadInputError, KeyError_: as `enable`.
+        ThresholdError: targets' keys are not all here (use `ota-repo hash-bins N`).
+    """
+    from repository import staging
+
+    repo = OtaRepository.load(root)
+    with repo.writing("stage-request"):
+        req = enable(repo, bins)
+    staging.publish(OtaRepository.load(root), req.id)
+    return req
 
 
 def bins_to_create(repo: OtaRepository, new_targets: Metadata[Any] | None) -> list[str]:

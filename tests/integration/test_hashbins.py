@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
-from repository import hashbins, staging
+from repository import hashbins
 from repository.create import init_dev
 from repository.errors import BadInputError
 from repository.manager import OtaRepository
@@ -21,10 +21,7 @@ N_TARGETS = 10_000
 
 
 def _enable(repo_dir: Path, bins: int) -> None:
-    repo = OtaRepository.load(repo_dir)
-    with repo.writing("stage-request"):
-        req = hashbins.enable(repo, bins)
-    staging.publish(OtaRepository.load(repo_dir), req.id)
+    hashbins.enable_now(repo_dir, bins)
 
 
 @pytest.fixture(scope="module", params=[16, 256], ids=["16-bins", "256-bins"])
