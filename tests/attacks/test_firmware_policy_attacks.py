@@ -24,6 +24,7 @@ NEW_METADATA = (
     "metadata:snapshot.json",
     "metadata:firmware-model-x.json",
 )
+NO_UPDATE = {"event": "check", "result": "no-update"}
 
 
 def _commit(lab: Lab, version: str, counter: int) -> str:
@@ -50,7 +51,9 @@ def test_firmware_downgrade_by_republication(
         expect = f"refused {path}: security counter 1 is below the device's 2"
     lab.repo.publish(force=["firmware-model-x"])
     with attack(lab.device, f"{how}: automatic update", may_change=NEW_METADATA) as a:
-        result = a.ignored(lab.device.run("update"), check=lambda r: r["result"] == "no-update")
+        result = a.ignored(
+            lab.device.run("update"), check=lambda r: r["result"] == "no-update", event=NO_UPDATE
+        )
     with attack(lab.device, f"{how}: explicit install") as a:
         a.refused(lab.device.run("update", "--target", path), expect, event=REFUSED_CHECK)
     if how != "same-version":
@@ -77,7 +80,9 @@ def test_wrong_hardware_model(lab: Lab, attack: Callable[..., Attempt], how: str
     if how == "mislabelled-in-own-folder":
         with attack(lab.device, "automatic update skips it") as a:
             check = a.ignored(
-                lab.device.run("check"), check=lambda r: r["update_available"] is False
+                lab.device.run("check"),
+                check=lambda r: r["update_available"] is False,
+                event=NO_UPDATE,
             )
         assert {"target": path, "reason": expect} in check["skipped"]
     lab.release("2.0.0")
@@ -128,7 +133,9 @@ def test_target_path_traversal(
     lab.repo.publish()
     before = sorted(p for p in tmp_path.rglob("*") if "pwned" in str(p))
     with attack(lab.device, f"traversal ({form}): automatic update", may_change=NEW_METADATA) as a:
-        a.ignored(lab.device.run("update"), check=lambda r: r["result"] == "no-update")
+        a.ignored(
+            lab.device.run("update"), check=lambda r: r["result"] == "no-update", event=NO_UPDATE
+        )
     with attack(lab.device, f"traversal ({form}): explicit install") as a:
         out = lab.device.run("update", "--target", path)
         a.refused(

@@ -8,6 +8,7 @@ device's, each recovery shows the same device then updates once the attack stops
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,11 @@ import pytest
 from tests.attacks.conftest import Lab
 from tests.attacks.toolkit.record import Attempt
 from tests.attacks.toolkit.server import (
+    AttackServer,
     endless,
     extra_bytes,
+    gzip_bomb,
+    redirect,
     replace_bytes,
     status,
     trickle,
@@ -24,6 +28,7 @@ from tests.attacks.toolkit.server import (
     wrong_content_type,
 )
 from tests.attacks.toolkit.simulator import firmware_path
+from tests.helpers.certs import make_tls
 
 V2 = firmware_path("model-x", "2.0.0")
 IMAGE = "targets/firmware/model-x/*"
@@ -50,10 +55,34 @@ def test_arbitrary_software_swapped_image(lab: Lab, attack: Callable[..., Attemp
     lab.recovers("2.0.0")
 
 
+def test_man_in_the_middle_without_the_pinned_ca(
+    lab: Lab, attack: Callable[..., Attempt], tmp_path: Path
+) -> None:
+    """A network attacker without the device CA's key answers with a certificate from another
+    CA (valid, for 127.0.0.1): the device pins its CA bundle and does not send one request."""
+    rogue_tls = make_tls(tmp_path / "rogue-tls")
+    rogue = AttackServer(lab.repo, rogue_tls.server_cert, rogue_tls.server_key).start()
+    config = lab.device.config_path
+    genuine = config.read_text()
+    try:
+        config.write_text(genuine.replace(lab.server.url, rogue.url))
+        with attack(lab.device) as a:
+            out = lab.device.run("update")
+            a.refused(out, "metadata refresh failed", "TLS verification failed", event=FAILED_CHECK)
+        assert rogue.paths_requested() == [], "a request went through an untrusted TLS channel"
+    finally:
+        config.write_text(genuine)
+        rogue.stop()
+    lab.release("2.0.0")
+    lab.recovers("2.0.0")
+
+
 # -- endless data ------------------------------------------------------------------------------
 
 ENDLESS = {
     "timestamp": ("metadata/timestamp.json", "metadata refresh failed"),
+    "gzip-bomb-timestamp": ("metadata/timestamp.json", "metadata refresh failed"),
+    "gzip-bomb-image": (IMAGE, "the server sent more than the"),
     "root": ("metadata/2.root.json", "metadata refresh failed"),
     "snapshot": ("metadata/*.snapshot.json", "metadata refresh failed"),
     "image": (IMAGE, "the server sent more than the"),
@@ -68,15 +97,21 @@ def test_endless_data_attack(lab: Lab, attack: Callable[..., Attempt], where: st
     timestamp/root, the snapshot's limit, the target's signed length."""
     lab.release("2.0.0")
     pattern, expect = ENDLESS[where]
-    action = extra_bytes(10 * 1024 * 1024) if where == "image-with-length" else endless()
+    action = (
+        extra_bytes(10 * 1024 * 1024)
+        if where == "image-with-length"
+        else gzip_bomb()
+        if where.startswith("gzip")
+        else endless()
+    )
     lab.server.attack(pattern, action)
     may_change: tuple[str, ...] = ("metadata:timestamp.json",) if where == "snapshot" else ()
-    if where.startswith("image"):
+    if "image" in where:
         # the honest metadata of the 2.0.0 release is new to the device and rightly trusted
         may_change = HONEST_RELEASE_METADATA
     with attack(lab.device, may_change=may_change) as a:
         out = lab.device.run("update")
-        event = FAILED_VERIFY if where.startswith("image") else FAILED_CHECK
+        event = FAILED_VERIFY if "image" in where else FAILED_CHECK
         a.refused(out, expect, event=event)
     lab.recovers("2.0.0")
 
@@ -136,6 +171,18 @@ def test_slow_retrieval_attack(lab: Lab, attack: Callable[..., Attempt], where: 
 # -- a failing or lying server mid-update ------------------------------------------------------
 
 FAULTS: dict[str, tuple[str, Any, tuple[str, ...], dict[str, str]]] = {
+    "redirect-timestamp-elsewhere": (
+        "metadata/timestamp.json",
+        redirect("https://attacker.invalid/timestamp.json"),
+        ("metadata refresh failed", "HTTP 302"),
+        FAILED_CHECK,
+    ),
+    "redirect-image-to-other-file": (
+        IMAGE,
+        redirect("/metadata/1.root.json"),
+        (f"download of {V2} failed", "HTTP 302"),
+        FAILED_DOWNLOAD,
+    ),
     "500-on-snapshot": (
         "metadata/*.snapshot.json",
         status(500),

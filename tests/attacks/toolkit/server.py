@@ -71,6 +71,32 @@ def status(code: int, body: bytes = b"", content_type: str = "text/plain") -> Ac
     return act
 
 
+def redirect(location: str, code: int = 302) -> Action:
+    """Send the device elsewhere (the attacker's host, or a path outside the repository)."""
+
+    def act(h: _Handler, _: bytes | None) -> None:
+        h.send_head(code, 0, extra={"Location": location})
+
+    return act
+
+
+def gzip_bomb(decoded_bytes: int = 64 * 1024 * 1024) -> Action:
+    """A small gzip body that inflates to `decoded_bytes` of zeros, with Content-Encoding: gzip
+    although the device asked for identity."""
+    import functools
+    import gzip
+
+    @functools.cache
+    def body() -> bytes:
+        return gzip.compress(b"\0" * decoded_bytes, compresslevel=9)
+
+    def act(h: _Handler, _: bytes | None) -> None:
+        h.send_head(200, len(body()), extra={"Content-Encoding": "gzip"})
+        h.write(body())
+
+    return act
+
+
 def wrong_content_type(body: bytes = b"<html><body>maintenance</body></html>\n") -> Action:
     """200 with an HTML page (a captive portal, a broken CDN, a misconfigured proxy)."""
     return serve_bytes(body, "text/html; charset=utf-8")
@@ -398,6 +424,8 @@ __all__ = [
     "UpstreamMirror",
     "endless",
     "extra_bytes",
+    "gzip_bomb",
+    "redirect",
     "replace_bytes",
     "serve_bytes",
     "status",
