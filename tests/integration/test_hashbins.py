@@ -107,7 +107,7 @@ def test_hash_bins_cli_and_refusals(tmp_path: Path) -> None:
     assert_one_line_error(ota_repo(repo, "hash-bins", "12", check=False), "power of two")
     assert published(repo) == before
     out = ota_repo(repo, "hash-bins", "16", "--publish").stdout
-    assert "delegate every path to 16 hash bins" in out
+    assert "hash-bin delegation added: 16 bins" in out
     fw = tmp_path / "fw.bin"
     fw.write_bytes(b"fw")
     custom = json.dumps({"firmware": {"version": "1.0.0", "hardware_ids": ["x"]}})
