@@ -179,3 +179,34 @@ def test_health_is_503_when_the_timestamp_expired(
     path.write_text("garbage")
     r = make_app().test_client().get("/healthz")
     assert r.status_code == 503 and r.json["status"] == "error"
+
+
+def test_no_debug_and_an_internal_error_is_small_json(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, delegated: DelegatedRepo, tmp_path: Path
+) -> None:
+    import repository.server.views.uploads as uploads
+    from tests.helpers.server_repo import publisher_update
+
+    assert app.debug is False
+    app.config["TESTING"] = False  # errors are handled as in production, not re-raised
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(uploads, "accept_upload", broken)
+    metadata, _ = publisher_update(
+        delegated, "model-x", {"firmware/model-x/fw-3.bin": b"x"}, tmp=tmp_path
+    )
+    import io
+
+    r = app.test_client().post(
+        "/api/v1/publish",
+        data={
+            "role": "model-x",
+            "metadata": (io.BytesIO(metadata), "metadata.json"),
+            "target": (io.BytesIO(b"x"), "firmware/model-x/fw-3.bin"),
+        },
+    )
+    assert r.status_code == 500
+    assert r.json == {"error": "internal error"}
+    assert b"secret internal detail" not in r.data and b"Traceback" not in r.data
