@@ -74,7 +74,7 @@ def _fallback(device: Device, state: DeviceState, boot: BootState, reason: str,
                          from_version=record.version_text if record else None,
                          to_version=version, target=record.target.path if record else None,
                          reason=reason)
-    device.report("rollback", "rolled-back", version, boot.active, reason)
+    device.report("rollback", "rolled-back", version or "none", boot.active, reason)
     result = _boot_committed(device, state, BootState(boot.active))
     # With a real bootloader this system runs from the trial slot: restart into the committed one.
     return BootResult(result.slot, result.version, rolled_back=True, reason=reason,
@@ -197,5 +197,5 @@ def _settle_pending(device: Device, state: DeviceState, bootstate: BootState) ->
                          from_version=record.version_text if record else None,
                          to_version=active.version_text if active else None,
                          target=record.target.path if record else None, reason=reason)
-    device.report("rollback", "rolled-back", active.version_text if active else None,
+    device.report("rollback", "rolled-back", active.version_text if active else "none",
                   bootstate.active, reason)

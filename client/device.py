@@ -180,7 +180,7 @@ class Device:
             logger.warning("reports not sent: %s", e)
             return 0
 
-    def report(self, event: str, result: str, version: str | None, slot: str | None,
+    def report(self, event: str, result: str, version: str, slot: str | None,
                reason: str | None) -> None:
         """Queue a report (a failure to queue must not undo the work it reports)."""
         try:

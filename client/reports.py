@@ -2,7 +2,8 @@
 
 A report is written to `reports/` in the data directory first (atomically), then sent with
 `POST /api/v1/reports` and the device token. Only a 2xx answer removes it; anything else leaves
-it for the next flush. Sending never raises into the update or boot that produced the report.
+it for the next flush, except an answer saying the report itself is malformed (it is dropped, so
+it cannot block the queue). Sending never raises into the update or boot that produced the report.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from client.storage import atomic_write, ensure_private_dir, fsync_dir
 logger = logging.getLogger(__name__)
 
 MAX_QUEUED = 1000
+# The report itself is wrong: sending it again cannot help, and it must not block the queue.
+# (401/403 are kept: credentials can be fixed; 408/429/5xx are temporary.)
+_PERMANENT = frozenset({400, 404, 405, 410, 413, 415, 422})
 
 
 class ReportQueue:
@@ -43,7 +47,7 @@ class ReportQueue:
             return []
 
     def enqueue(
-        self, *, event: str, result: str, installed_version: str | None, slot: str | None,
+        self, *, event: str, result: str, installed_version: str, slot: str | None,
         reason: str | None = None,
     ) -> Path:
         """Queue one report.
@@ -57,7 +61,7 @@ class ReportQueue:
             "installed_version": installed_version,
             "slot": slot,
             "result": result,
-            "reason": reason,
+            "reason": reason[:512] if reason else reason,
             "event": event,
         }
         path = self.folder / f"{time.time_ns():020d}-{os.getpid()}.json"
@@ -71,6 +75,7 @@ class ReportQueue:
         if not url:
             return 0
         sent = 0
+        changed = False
         for path in self.pending():
             try:
                 body = path.read_bytes()
@@ -78,11 +83,17 @@ class ReportQueue:
             except (OSError, exceptions.DownloadError) as e:
                 logger.info("report not sent (will retry): %s", e)
                 break
+            if status in _PERMANENT:
+                logger.warning("server refused a report for good (HTTP %d): dropped", status)
+                path.unlink(missing_ok=True)
+                changed = True
+                continue
             if not 200 <= status < 300:
                 logger.info("server did not accept a report (HTTP %d): will retry", status)
                 break
             path.unlink(missing_ok=True)
             sent += 1
-        if sent:
+            changed = True
+        if changed:
             fsync_dir(self.folder)
         return sent

@@ -299,7 +299,9 @@ def _write_and_verify(device: Device, tuf: TufClient, fw: Firmware, name: str, o
 def _refused(device: Device, fw: Firmware, slot: str, error: Exception) -> None:
     device.events.append("verify", result="failed", target=fw.path, to_version=fw.version_text,
                          slot=slot, reason=str(error))
-    device.report("install", "failed", None, slot, str(error))
+    installed = device.status().installed
+    device.report("install", "failed", installed.version_text if installed else "none", slot,
+                  str(error))
 
 
 def update(device: Device, *, target_path: str | None = None,

@@ -190,16 +190,18 @@ class Lab:
 
     def device(self, name: str = "dev-1", *, factory: str | None = None,
                extra: str = "", boot: str = "", server: str = "",
-               max_tries: int = 3) -> DeviceHandle:
+               max_tries: int = 3, url: str | None = None,
+               token: str = TOKEN) -> DeviceHandle:
         """A device with the factory image `factory` (a published target path) in slot A,
         provisioned through `ota-client provision` when given."""
         folder = self.folder / "devices" / name
         etc = folder / "etc"
         etc.mkdir(parents=True)
         shutil.copy(self.repo_dir / "metadata" / "1.root.json", etc / "root.json")
-        token = etc / "token"
-        token.write_text(TOKEN + "\n")
-        token.chmod(0o600)
+        token_file = etc / "token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        url = url or self.server.url
         health = etc / "health-check"
         health.write_text(HEALTH_CHECK)
         health.chmod(0o755)
@@ -213,9 +215,9 @@ data_dir = "{data_dir}"
 trusted_root = "root.json"
 {extra}
 [server]
-metadata_url = "{self.server.url}/metadata/"
-targets_url = "{self.server.url}/targets/"
-reports_url = "{self.server.url}/api/v1/reports"
+metadata_url = "{url}/metadata/"
+targets_url = "{url}/targets/"
+reports_url = "{url}/api/v1/reports"
 ca_bundle = "{self.tls.ca_cert}"
 token_file = "token"
 read_timeout = 10
