@@ -96,12 +96,15 @@ def main() -> None:
 
 
 def _progress(ctx: Ctx, wanted: bool | None) -> Callable[[int, int], None] | None:
-    if ctx.json or not (sys.stderr.isatty() if wanted is None else wanted):
+    """A progress bar on a terminal; with --progress elsewhere (logs, serial consoles), one
+    line per 10%."""
+    tty = sys.stderr.isatty()
+    if ctx.json or not (tty if wanted is None else wanted):
         return None
     bar: Any = None
     shown = 0
 
-    def update(done: int, total: int) -> None:
+    def on_tty(done: int, total: int) -> None:
         nonlocal bar, shown
         if bar is None:
             bar = click.progressbar(length=total, label="downloading", file=sys.stderr)
@@ -111,7 +114,14 @@ def _progress(ctx: Ctx, wanted: bool | None) -> Callable[[int, int], None] | Non
         if done >= total:
             bar.__exit__(None, None, None)
 
-    return update
+    def as_lines(done: int, total: int) -> None:
+        nonlocal shown
+        tenth = done * 10 // max(total, 1)
+        if tenth > shown or done == 0:
+            shown = tenth
+            click.echo(f"downloading: {tenth * 10}% ({done}/{total} bytes)", err=True)
+
+    return on_tty if tty else as_lines
 
 
 @main.command()

@@ -29,9 +29,13 @@ def test_update_v1_to_v3_then_failing_v4_rolls_back(lab: Lab) -> None:
     check = dev.json("check")
     assert check["update_available"] and check["candidate"]["version"] == "3.0.0"
 
-    result = dev.json("update")
-    assert result == {"result": "installed", "from_version": "1.0.0", "version": "3.0.0",
-                      "slot": "B", "target": v3, "reboot_required": True}
+    proc = dev.run("update", "--progress")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "installed 3.0.0 into slot B; reboot to try it\n"
+    assert proc.stderr.splitlines()[-1] == "downloading: 100% (524288/524288 bytes)"
+    result = [e for e in dev.events() if e["event"] == "install"][-1]
+    assert (result["from_version"], result["to_version"], result["slot"], result["target"]) == (
+        "1.0.0", "3.0.0", "B", v3)
     assert dev.slots["B"].read_bytes() == lab.published[v3]
     status = dev.status()
     assert status["installed_version"] == "1.0.0"  # not committed before the trial boot
