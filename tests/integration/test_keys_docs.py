@@ -100,7 +100,7 @@ def test_security_team_guide_then_key_compromise_runbook(tmp_path: Path) -> None
         _keyid(tmp_path / "server" / "keys" / "timestamp-2.pub")
     ]
     assert not (repo / "metadata" / "7.root.json").exists()
-    # The revoked publisher key can no longer publish.
+    # The revoked role (and so its keys, old and new) can no longer publish.
     proc = subprocess.run(
         [
             str(BIN / "ota-publish"), "add", "build/fw-2.0.0.bin", "--hwid", "model-x",
@@ -113,9 +113,9 @@ def test_security_team_guide_then_key_compromise_runbook(tmp_path: Path) -> None
         text=True,
         timeout=120,
     )  # fmt: skip
-    assert_one_line_error(proc, "is not one of this role's keys")
+    assert_one_line_error(proc, "unknown role 'firmware-model-x'")
     audit = [json.loads(line) for line in (repo / ".ota" / "audit.log").read_text().splitlines()]
-    assert sum(1 for e in audit if e.get("action") == "publish-request") == 9
+    assert sum(1 for e in audit if e.get("action") == "publish-request") == 10
 
 
 def test_publisher_guide(tmp_path: Path) -> None:
