@@ -87,6 +87,8 @@ def test_security_team_guide_then_key_compromise_runbook(tmp_path: Path) -> None
     assert v3.roles["targets"].keyids == [_keyid(tmp_path / "release" / "release-2.pub")]
     assert not (repo / "metadata" / "4.root.json").exists()
     assert not list((repo / ".ota" / "staging").glob("*.json"))  # every request published
+    qa_root = _root(tmp_path / "server" / "qa-repo", 1)  # the all-in-the-room init
+    assert qa_root.roles["root"].threshold == 2
 
     env["OTA_REPO"] = str(repo)
     run_doc(DOCS / "runbooks" / "key-compromise.md", tmp_path, env)
