@@ -8,8 +8,10 @@ forever (the slow-retrieval attack).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -99,29 +101,21 @@ class DeviceFetcher(FetcherInterface):
         return response
 
     def _stream(self, response: requests.Response, url: str) -> Iterator[bytes]:
-        start = time.monotonic()
-        received = 0
+        watchdog = _Watchdog(response, self.limits, self.stop)
         try:
             for chunk in response.iter_content(CHUNK):
-                if self.stop.is_set():
-                    raise Interrupted("stopped while downloading; the download will resume")
-                received += len(chunk)
-                elapsed = time.monotonic() - start
-                if elapsed > self.limits.max_seconds:
-                    raise exceptions.SlowRetrievalError(
-                        f"{url}: transfer took longer than {self.limits.max_seconds:.0f} s"
-                    )
-                if (
-                    elapsed > self.limits.grace_seconds
-                    and received / elapsed < self.limits.min_rate
-                ):
-                    raise exceptions.SlowRetrievalError(
-                        f"{url}: transfer slower than {self.limits.min_rate} B/s"
-                    )
+                watchdog.received += len(chunk)
+                watchdog.check(url)
                 yield chunk
+            watchdog.check(url)  # a cut connection may look like a clean end
         except requests.RequestException as e:
+            watchdog.check(url)
             raise exceptions.DownloadError(f"{_reason(e)} ({url})") from e
+        except (OSError, ValueError, AttributeError) as e:
+            watchdog.check(url)  # the watchdog shut the socket under a blocked read
+            raise exceptions.DownloadError(f"transfer of {url} failed: {e}") from e
         finally:
+            watchdog.stop()
             response.close()
 
     def _fetch(self, url: str) -> Iterator[bytes]:
@@ -204,3 +198,64 @@ def _reason(e: Exception) -> str:
     if isinstance(e, requests.exceptions.ConnectionError):
         return "connection failed"
     return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+class _Watchdog:
+    """Bounds one transfer from a second thread: the whole-transfer time, the average rate
+    after the grace period, and a stop request. A read blocked on a trickling server cannot be
+    checked between chunks, so the watchdog shuts the socket down, which wakes it."""
+
+    TICK = 0.2
+
+    def __init__(self, response: requests.Response, limits: FetchLimits,
+                 stop: threading.Event):
+        self.response = response
+        self.limits = limits
+        self.stop_requested = stop
+        self.received = 0
+        self.start = time.monotonic()
+        self.verdict: Exception | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fetch-watchdog", daemon=True)
+        self._thread.start()
+
+    def _judge(self) -> Exception | None:
+        if self.stop_requested.is_set():
+            return Interrupted("stopped while downloading; the download will resume")
+        elapsed = time.monotonic() - self.start
+        if elapsed > self.limits.max_seconds:
+            return exceptions.SlowRetrievalError(
+                f"transfer took longer than {self.limits.max_seconds:g} s"
+            )
+        # Counted generously (the chunk being read as if it had arrived), so a slow but
+        # acceptable link is never cut off between two chunks.
+        generous = self.received + CHUNK
+        if elapsed > self.limits.grace_seconds and generous / elapsed < self.limits.min_rate:
+            return exceptions.SlowRetrievalError(
+                f"transfer slower than {self.limits.min_rate} B/s"
+            )
+        return None
+
+    def _run(self) -> None:
+        while not self._done.wait(self.TICK):
+            verdict = self._judge()
+            if verdict is not None:
+                self.verdict = verdict
+                connection = getattr(self.response.raw, "connection", None)
+                sock = getattr(connection, "sock", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                return
+
+    def check(self, url: str) -> None:
+        """Raise the watchdog's verdict (or the current one) in the reading thread."""
+        verdict = self.verdict or self._judge()
+        if verdict is None:
+            return
+        if isinstance(verdict, exceptions.SlowRetrievalError):
+            raise exceptions.SlowRetrievalError(f"{verdict} ({url})")
+        raise verdict
+
+    def stop(self) -> None:
+        self._done.set()

@@ -141,3 +141,31 @@ def test_client_certificate_and_token(lab: Lab, tmp_path: Path) -> None:
     # a wrong token is refused by the server
     (dev.folder / "etc" / "token").write_text("not-the-token\n")
     assert_one_line_error(dev.run("check"), "metadata refresh failed", "HTTP 401")
+
+
+def test_a_server_trickling_bytes_is_cut_off(lab: Lab) -> None:
+    """Slow retrieval: below the configured minimum rate after the grace period, the download
+    stops with a clear error; what arrived is kept for a resume."""
+    v1 = lab.publish("1.0.0")
+    v2 = lab.publish("2.0.0", size=4 * 1024 * 1024)
+    lab.server.set_faults({"throttle": {"fw-2.0.0": 600 * 1024}})
+    dev = lab.device(factory=v1,
+                     server="min_rate_bytes = 4000000\nmin_rate_grace_seconds = 1.0")
+    before = dev.snapshot()
+    proc = dev.run("update")
+    assert_one_line_error(proc, f"download of {v2} failed (it will resume):",
+                          "transfer slower than 4000000 B/s")
+    assert dev.snapshot() == before
+    assert 0 < _download_offset(dev) < len(lab.published[v2])
+
+
+def test_the_whole_download_is_time_bounded(lab: Lab) -> None:
+    """A server that keeps a read blocked (one byte now and then) is cut off when the whole
+    transfer exceeds max_download_seconds, not only between chunks."""
+    v1 = lab.publish("1.0.0")
+    v2 = lab.publish("2.0.0", size=1024 * 1024)
+    lab.server.set_faults({"throttle": {"fw-2.0.0": 2000}})
+    dev = lab.device(factory=v1, server="max_download_seconds = 1.5")
+    proc = dev.run("update")
+    assert_one_line_error(proc, f"download of {v2} failed (it will resume):",
+                          "transfer took longer than 1.5 s")
