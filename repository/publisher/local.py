@@ -141,6 +141,10 @@ def publish_local(
 @click.option("--root", "trusted_root", type=click.Path(path_type=Path), help="With --server.")
 @click.option("--token-file", type=click.Path(path_type=Path), help="With --server.")
 @click.option("--ca-bundle", type=click.Path(path_type=Path), help="With --server.")
+@click.option(
+    "--metadata-url",
+    help="With --server: where to read the current metadata (default: the server's metadata/).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def add(
     file: Path,
@@ -156,6 +160,7 @@ def add(
     trusted_root: Path | None,
     token_file: Path | None,
     ca_bundle: Path | None,
+    metadata_url: str | None,
     as_json: bool,
 ) -> None:
     """Publish firmware FILE for hardware model --hwid in your delegated --role."""
@@ -183,6 +188,7 @@ def add(
             uri,
             files,
             trusted_root=trusted_root,
+            metadata_url=metadata_url,
             token_file=token_file,
             ca_bundle=ca_bundle,
         )

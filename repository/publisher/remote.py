@@ -50,7 +50,11 @@ class _Fetcher(FetcherInterface):
 
 
 def current_role(
-    server_url: str, role: str, paths: list[str], bootstrap: bytes, fetcher: FetcherInterface
+    metadata_url: str,
+    role: str,
+    paths: list[str],
+    bootstrap: bytes,
+    fetcher: FetcherInterface,
 ) -> tuple[Targets, Metadata[Targets] | None]:
     """The server's targets and current version of `role` (None: not yet), verified from
     `bootstrap`; refuses `paths` outside the delegation before anything is signed.
@@ -59,11 +63,9 @@ def current_role(
         RepositoryError: the server's metadata does not verify or cannot be read.
         BadInputError: `role` is not delegated, or a path is outside its delegation.
     """
-    base = server_url.rstrip("/")
+    base = metadata_url.rstrip("/") + "/"
     with tempfile.TemporaryDirectory(prefix="ota-publish-") as tmp:
-        updater = Updater(
-            tmp, f"{base}/metadata/", None, f"{base}/targets/", fetcher=fetcher, bootstrap=bootstrap
-        )
+        updater = Updater(tmp, base, None, None, fetcher=fetcher, bootstrap=bootstrap)
         try:
             updater.refresh()
         except TufRepositoryError as e:
@@ -90,7 +92,7 @@ def current_role(
             raise RepositoryError(f"cannot read the server's metadata: {e}") from e
         cached = Path(tmp) / f"{quote(role, '')}.json"
         if not cached.exists():
-            raise BadInputError(f"{paths[0]} does not resolve to {role} on {server_url}")
+            raise BadInputError(f"{paths[0]} does not resolve to {role} at {metadata_url}")
         return targets.signed, Metadata[Targets].from_bytes(cached.read_bytes())
 
 
@@ -103,8 +105,12 @@ def publish_remote(
     trusted_root: Path | None,
     token_file: Path | None,
     ca_bundle: Path | None,
+    metadata_url: str | None = None,
 ) -> Metadata[Targets]:
     """Sign the next version of `role` with `files` added and upload it with the files.
+
+    The current metadata is read from `metadata_url` (default: the server's `metadata/`; a
+    mirror or CDN works as well, since everything read is verified from `trusted_root`).
 
     Raises:
         BadInputError: no trusted root, unreadable files, or the upload is refused.
@@ -120,7 +126,8 @@ def publish_remote(
     except OSError as e:
         raise BadInputError(f"cannot read {e.filename}: {e.strerror}") from e
     fetcher = _Fetcher(token, ca_bundle)
-    targets, current = current_role(server_url, role, [p for _, p, _ in files], bootstrap, fetcher)
+    where = metadata_url or f"{server_url.rstrip('/')}/metadata/"
+    targets, current = current_role(where, role, [p for _, p, _ in files], bootstrap, fetcher)
     assert targets.delegations is not None and targets.delegations.roles is not None
     delegated = targets.delegations.roles[role]
     keys = {k: targets.delegations.keys[k] for k in delegated.keyids}

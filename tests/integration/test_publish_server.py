@@ -12,6 +12,7 @@ import pytest
 from tests.helpers.ceremony import client
 from tests.helpers.certs import TlsFiles, make_tls
 from tests.helpers.gunicorn import run_gunicorn
+from tests.helpers.http_repo import serve_folder
 from tests.helpers.repo import BIN, assert_one_line_error, cli_env, ota_repo, published
 
 ROLE = "firmware-model-x"
@@ -23,7 +24,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 
 def _publish(
-    server: str, tls: TlsFiles, repo: Path, tmp: Path, version: str, hwid: str
+    server: str, tls: TlsFiles, repo: Path, tmp: Path, version: str, hwid: str, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     image = tmp / f"fw-{version}.bin"
     image.write_bytes(f"image {version}".encode() * 500)
@@ -32,7 +33,7 @@ def _publish(
             str(BIN / "ota-publish"), "add", str(image), "--hwid", hwid, "--version", version,
             "--role", ROLE, "--key", f"encfile:{tmp / 'keys' / 'pub-x.key'}",
             "--server", server, "--root", str(repo / "metadata" / "1.root.json"),
-            "--ca-bundle", str(tls.ca_cert),
+            "--ca-bundle", str(tls.ca_cert), *extra,
         ],
         env=cli_env(),
         capture_output=True,
@@ -75,4 +76,34 @@ def test_publish_over_the_update_server(tls: TlsFiles, tmp_path: Path) -> None:
         info = updater.get_targetinfo(f"firmware/model-x/fw-{version}.bin")
         assert info is not None
         assert json.loads(json.dumps(info.custom))["firmware"]["version"] == version
+    ota_repo(repo, "verify")
+
+
+def test_device_auth_server_with_upload_token_and_a_metadata_mirror(
+    tls: TlsFiles, tmp_path: Path
+) -> None:
+    """Devices must authenticate to read; the publisher reads a mirror (verified from the
+    trusted root all the same) and uploads with its upload token."""
+    repo = tmp_path / "repo"
+    ota_repo(repo, "init", "--dev")
+    ota_repo(repo, "key", "generate", "pub-x", "--out", str(tmp_path / "keys"))
+    ota_repo(
+        repo, "delegate", ROLE, "--paths", "firmware/model-x/*",
+        "--key", str(tmp_path / "keys" / "pub-x.pub"),
+        "--sign-with", f"encfile:{tmp_path / 'keys' / 'pub-x.key'}", "--publish",
+    )  # fmt: skip
+    token = ota_repo(repo, "upload-token", "add", "ci-x", "--role", ROLE).stdout.strip().split()[-1]
+    token_file = tmp_path / "upload-token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    with (
+        run_gunicorn(repo, cert=tls.server_cert, key=tls.server_key, ca_cert=tls.ca_cert) as server,
+        serve_folder(repo) as mirror,
+    ):
+        proc = _publish(
+            server.url, tls, repo, tmp_path, "1.0.0", "model-x",
+            "--token-file", str(token_file), "--metadata-url", f"{mirror}/metadata/",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    assert token not in proc.stdout + proc.stderr
     ota_repo(repo, "verify")
