@@ -43,7 +43,7 @@ class Ceremony:
 def use_passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process library calls read the test passphrase from the environment, like the CLI."""
     monkeypatch.setenv("OTA_KEY_PASSPHRASE", PASSPHRASE)
-    keys.forget_secrets()
+    monkeypatch.setattr(keys, "_secret_cache", {})  # a fresh cache, dropped after the test
 
 
 def production_repo(tmp_path: Path) -> Ceremony:
