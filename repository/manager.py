@@ -237,6 +237,12 @@ class OtaRepository(Repository):
             return str(succinct.name_prefix)
         return None
 
+    def _published_bins(self) -> list[str]:
+        delegations = self._current_signed(Targets.type, Targets).delegations
+        if delegations is None or delegations.succinct_roles is None:
+            return []
+        return [b for b in delegations.succinct_roles.get_roles() if self.has_role(b)]
+
     def role_for_target(self, role: str, path: str) -> str:
         """Where `path` is listed when added to `role`: its hash bin if targets uses bins."""
         if role != Targets.type:
@@ -452,8 +458,8 @@ class OtaRepository(Repository):
             details["targets_removed"] = target_paths
 
     def refresh(self, *, margin_fraction: float = 0.5) -> list[str]:
-        """Re-sign snapshot and timestamp when less than `margin_fraction` of their validity is
-        left. Idempotent: does nothing while both are fresh.
+        """Re-sign snapshot and timestamp (and hash bins) when less than `margin_fraction` of
+        their validity is left. Idempotent: does nothing while all are fresh.
 
         Returns:
             The roles that were re-signed.
@@ -465,7 +471,12 @@ class OtaRepository(Repository):
                 left: timedelta = self._current_md(role).signed.expires - self.now
                 return left < timedelta(days=self.config.expiry_for(role)) * margin_fraction
 
-            if due(Snapshot.type):
+            # Hash bins are signed online too: nobody else renews a bin no target touched.
+            for name in [b for b in self._published_bins() if due(b)]:
+                with self.edit_targets(name):
+                    pass  # close() bumps version and expiry and re-signs
+                done.append(name)
+            if done or due(Snapshot.type):
                 self.do_snapshot(force=True)
                 done.append(Snapshot.type)
             if done or due(Timestamp.type):

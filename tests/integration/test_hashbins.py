@@ -4,6 +4,7 @@ and a client looking up one target downloads only that target's bin."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,19 @@ def test_bit_length() -> None:
         hashbins.bit_length_for(1)
     md = Metadata(Targets())
     assert hashbins.bins_to_create(OtaRepository.__new__(OtaRepository), md) == []
+
+
+def test_refresh_renews_bins_before_they_expire(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_passphrase(monkeypatch)
+    init_dev(tmp_path / "repo")
+    hashbins.enable_now(tmp_path / "repo", 4)
+    assert OtaRepository.load(tmp_path / "repo").refresh() == []
+    later = OtaRepository.load(tmp_path / "repo")
+    later.now = datetime.now(UTC) + timedelta(days=50)  # past half of the bins' 90 days
+    done = later.refresh()
+    assert done == ["bins-0", "bins-1", "bins-2", "bins-3", "snapshot", "timestamp"]
+    again = OtaRepository.load(tmp_path / "repo")
+    again.now = later.now
+    assert again.refresh() == []
