@@ -243,6 +243,9 @@ def import_signatures(repo: OtaRepository, path: Path) -> tuple[SigningRequest, 
     incoming = SigningRequest.from_bytes(data, source=str(path))
     with repo.writing("import-request"):
         local = load(repo, incoming.id)
+        reason = stale_reason(repo, local)
+        if reason:
+            raise BadInputError(f"request {local.id} is stale: {reason}")
         same = [(c.role, c.base_version, c.md.signed_bytes) for c in incoming.changes] == [
             (c.role, c.base_version, c.md.signed_bytes) for c in local.changes
         ]
