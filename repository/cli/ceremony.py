@@ -8,14 +8,24 @@ import click
 
 from repository import staging
 from repository.ceremony import stage_init
-from repository.cli._base import Context, cli, pass_ctx
+from repository.cli._base import Context, cli, fail, pass_ctx
 from repository.cli._reqfmt import echo_request
-from repository.cli.core import _expiry_option
 from repository.keys import public_key_from_file
+from repository.layout import TOP_LEVEL_ROLES
 from repository.manager import OtaRepository
 from repository.signing import threshold_states
 
 _PUB = click.Path(dir_okay=False, path_type=Path)
+
+
+def _expiry_days(values: tuple[str, ...]) -> dict[str, int]:
+    result = {}
+    for item in values:
+        role, _, days = item.partition("=")
+        if role not in TOP_LEVEL_ROLES or not days.isdigit() or int(days) < 1:
+            fail(f"--expiry takes ROLE=DAYS with ROLE one of {', '.join(TOP_LEVEL_ROLES)}")
+        result[role] = int(days)
+    return result
 
 
 @cli.command("init-ceremony")
@@ -63,7 +73,7 @@ def init_ceremony(
             "timestamp": (public_key_from_file(timestamp_key), timestamp_uri),
         },
         allow_single_root_key=allow_single_root_key,
-        expiry_days=_expiry_option(expiry),
+        expiry_days=_expiry_days(expiry),
     )
     repo = OtaRepository.load(ctx.repo_dir)
     if export_to is not None:
