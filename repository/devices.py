@@ -120,7 +120,8 @@ class Registry:
             }
         except (AttributeError, KeyError, TypeError) as e:
             raise CorruptRepositoryError("device registry (.ota/devices.json) is malformed") from e
-        if not all(_ID.match(name) for name in (*devices, *uploaders)):
+        ids = (*devices, *uploaders, *(d.hwid for d in devices.values()))
+        if not all(_ID.match(name) for name in ids):
             raise CorruptRepositoryError("device registry (.ota/devices.json) has a bad id")
         return cls(devices, uploaders)
 

@@ -210,3 +210,16 @@ def test_no_debug_and_an_internal_error_is_small_json(
     assert r.status_code == 500
     assert r.json == {"error": "internal error"}
     assert b"secret internal detail" not in r.data and b"Traceback" not in r.data
+
+
+def test_a_hand_edited_registry_with_a_bad_model_is_refused(delegated: DelegatedRepo) -> None:
+    from repository.devices import add_device, load_registry
+    from repository.errors import CorruptRepositoryError
+
+    add_device(RepoPaths(delegated.root), "dev-1", "model-x")
+    path = delegated.root / ".ota" / "devices.json"
+    data = json.loads(path.read_text())
+    data["devices"]["dev-1"]["hwid"] = "model-x/../model-y"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CorruptRepositoryError, match="bad id"):
+        load_registry(RepoPaths(delegated.root))
