@@ -112,7 +112,11 @@ class Dispatcher:
         if folder in ("metadata", "targets"):
             if not rest:
                 return json_error(start_response, 404, "not found")  # never a listing
-            return self.static(environ, start_response, folder, rest)
+            try:
+                return self.static(environ, start_response, folder, rest)
+            except Exception:
+                logger.exception("unexpected error serving %s", raw[:200])
+                return json_error(start_response, 500, "internal error")
         return self.flask_app(environ, start_response)
 
 

@@ -8,6 +8,7 @@ too often within a window is refused (429) for a while before any token is even 
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import threading
@@ -15,7 +16,10 @@ import time
 from typing import Any
 
 from repository.devices import Device, Registry, Uploader, load_registry, registry_path
+from repository.errors import CorruptRepositoryError
 from repository.layout import RepoPaths
+
+logger = logging.getLogger(__name__)
 
 
 class RegistryCache:
@@ -38,7 +42,13 @@ class RegistryCache:
         except FileNotFoundError:
             stamp = (0, 0, 0)
         if stamp != self._stamp:
-            self._registry = load_registry(self._paths)
+            try:
+                self._registry = load_registry(self._paths)
+            except CorruptRepositoryError as e:
+                if self._stamp is None:
+                    raise  # at start: refuse to run on a registry that cannot be read
+                # While serving: keep the last good registry rather than lock the fleet out.
+                logger.error("%s: keeping the registry read before", e)
             self._stamp = stamp
 
     def get(self) -> Registry:

@@ -196,3 +196,15 @@ def test_throttling_can_be_turned_off(make_app: Callable[..., Flask]) -> None:
     assert {client.get("/metadata/timestamp.json", headers=bad).status_code for _ in range(30)} == {
         401
     }
+
+
+def test_a_registry_corrupted_while_serving_keeps_the_last_good_one(
+    client: FlaskClient,
+    auth: dict[str, str],
+    delegated: DelegatedRepo,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert client.get("/metadata/timestamp.json", headers=auth).status_code == 200
+    (delegated.root / ".ota" / "devices.json").write_text("{not json")
+    assert client.get("/metadata/timestamp.json", headers=auth).status_code == 200
+    assert "keeping the registry read before" in caplog.text
