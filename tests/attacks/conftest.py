@@ -34,16 +34,21 @@ def _tally(config: pytest.Config) -> Tally:
     return config.stash[TALLY]
 
 
-@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     tally = config.stash.get(TALLY, None)
-    if tally is None or tally.tried == 0:
+    if tally is None or tally.tried == 0 or config.getoption("verbose") <= 0:
         return
     terminalreporter.section("red team")
-    if config.getoption("verbose") > 0:
-        for line in tally.log:
-            terminalreporter.write_line(line)
-    terminalreporter.write_line(tally.line())
+    for line in tally.log:
+        terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The summary line comes last, after pytest's own result line."""
+    tally = config.stash.get(TALLY, None)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if tally is not None and tally.tried and reporter is not None:
+        reporter.write_line(tally.line())
 
 
 @dataclass
@@ -60,7 +65,7 @@ class Lab:
         self.repo.publish()
         return path
 
-    def recovers(self, version: str, *, attempts: int = 1) -> None:
+    def recovers(self, version: str, *, attempts: int = 1, boot: bool = False) -> None:
         """Control: with the attack gone, the device takes the honest update (so the refusal
         the test saw was the attack's doing, not a broken setup). The honest repository first
         re-signs every role once, so its versions are not below anything an attacker holding
@@ -74,8 +79,10 @@ class Lab:
             if out.returncode == 0:
                 break
         assert out.json["version"] == version
-        assert self.device.ok("boot")["committed"] is True
-        assert self.device.status()["installed_version"] == version
+        assert self.device.slot_holds(out.json["slot"], self.repo.images[out.json["target"]])
+        if boot:
+            assert self.device.ok("boot")["committed"] is True
+            assert self.device.status()["installed_version"] == version
 
     def new_device(
         self,

@@ -9,38 +9,28 @@ checked against its recorded verified target before every boot.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from securesystemslib.signer import CryptoSigner
 
 from tests.attacks.conftest import Lab
-from tests.attacks.toolkit.device import LabDevice
 from tests.attacks.toolkit.record import Attempt
 from tests.attacks.toolkit.server import truncate
 from tests.attacks.toolkit.simulator import firmware_path
+from tests.attacks.toolkit.tamper import (
+    flip,
+    metadata_cache,
+    plant_metadata,
+    resume_record,
+    rewrite_resume_record,
+    wipe_metadata,
+    write_private,
+)
 
 V2 = firmware_path("model-x", "2.0.0")
 IMAGE = "targets/firmware/model-x/*"
 NO_UPDATE = {"event": "check", "result": "no-update"}
-
-
-def flip(path: Path, offset: int, data: bytes = b"EVIL") -> None:
-    """Overwrite bytes in place (the attacker's write to the medium)."""
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(data)
-
-
-def cache(dev: LabDevice) -> Path:
-    return dev.data_dir / "metadata"
-
-
-def write_private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    path.chmod(0o600)  # the device refuses a data directory open to others: stay owner-only
 
 
 # -- cached metadata ---------------------------------------------------------------------------
@@ -89,26 +79,25 @@ def test_tampered_cached_metadata(lab: Lab, attack: Callable[..., Attempt], how:
     cache from the provisioned root, discards what does not verify and fetches the honest
     metadata again: the device sees no update and its trusted metadata is as before."""
     forged = _forged(lab)
-    folder = cache(lab.device)
+    folder = metadata_cache(lab.device)
     with attack(lab.device, f"tampered cache: {how}") as a:
         if how == "forged-timestamp-and-snapshot":
-            write_private(folder / "timestamp.json", forged["timestamp.json"])
-            write_private(folder / "snapshot.json", forged["snapshot.json"])
+            plant_metadata(lab.device, {k: forged[k] for k in ("timestamp.json", "snapshot.json")})
         elif how == "forged-delegated-role":
-            write_private(folder / "targets.json", forged["targets.json"])
-            write_private(folder / "firmware-model-x.json", forged["firmware-model-x.json"])
+            plant_metadata(
+                lab.device, {k: forged[k] for k in ("targets.json", "firmware-model-x.json")}
+            )
         elif how == "forged-next-root":
-            write_private(
-                folder / "root_history" / "2.root.json", forged["root_history/2.root.json"]
+            plant_metadata(
+                lab.device, {"root_history/2.root.json": forged["root_history/2.root.json"]}
             )
             # The forged file stays where the attacker put it; the device must not adopt it
             # (root.json still resolves to the provisioned version 1, checked below).
             a.may_change = ("metadata:root_history/2.root.json",)
         elif how == "root-link-to-forged-root":
-            (folder / "root.json").unlink()
-            write_private(folder / "root.json", forged["root_history/2.root.json"])
+            plant_metadata(lab.device, {"root.json": forged["root_history/2.root.json"]})
         else:
-            shutil.rmtree(folder)
+            wipe_metadata(lab.device)
         out = lab.device.run("update")
         a.ignored(out, check=lambda r: r["result"] == "no-update", event=NO_UPDATE)
     assert (folder / "root.json").resolve().name == "1.root.json"
@@ -131,16 +120,16 @@ def test_tampered_partial_download(lab: Lab, attack: Callable[..., Attempt], how
     cut = lab.device.run("update")
     assert cut.returncode == 1 and "it will resume" in cut.error, cut
     record_path = lab.device.data_dir / "download.json"
-    record = json.loads(record_path.read_text())
+    record = resume_record(lab.device)
     assert 0 < record["offset"] < size, record
     if how == "slot-bytes":
         flip(lab.device.slots["B"], record["offset"] // 2)
     elif how == "resume-offset":
         record["offset"] += 4096  # skip bytes that were never written
-        write_private(record_path, json.dumps(record).encode())
+        rewrite_resume_record(lab.device, offset=record["offset"])
     else:
         record["offset"] = size  # "everything is here already"
-        write_private(record_path, json.dumps(record).encode())
+        rewrite_resume_record(lab.device, offset=size)
     with attack(lab.device, f"tampered partial download: {how}") as a:
         out = lab.device.run("update")
         a.refused(
@@ -180,7 +169,7 @@ def test_tampered_inactive_slot_between_install_and_boot(
             ),
             event={"event": "rollback", "result": "rolled-back"},
         )
-    lab.recovers("2.0.0")
+    lab.recovers("2.0.0", boot=True)
 
 
 @pytest.mark.parametrize("spare", ["no-spare", "verified-spare"])
