@@ -20,6 +20,8 @@ from tests.attacks.toolkit.server import (
     endless,
     extra_bytes,
     gzip_bomb,
+    header_flood,
+    lying_range,
     redirect,
     replace_bytes,
     status,
@@ -84,6 +86,7 @@ ENDLESS = {
     "gzip-bomb-timestamp": ("metadata/timestamp.json", "metadata refresh failed"),
     "gzip-bomb-image": (IMAGE, "the server sent more than the"),
     "root": ("metadata/2.root.json", "metadata refresh failed"),
+    "delegated-role": ("metadata/*.firmware-model-x.json", "looking up"),
     "snapshot": ("metadata/*.snapshot.json", "metadata refresh failed"),
     "image": (IMAGE, "the server sent more than the"),
     "image-with-length": (IMAGE, "the server sent more than the"),
@@ -105,7 +108,10 @@ def test_endless_data_attack(lab: Lab, attack: Callable[..., Attempt], where: st
         else endless()
     )
     lab.server.attack(pattern, action)
-    may_change: tuple[str, ...] = ("metadata:timestamp.json",) if where == "snapshot" else ()
+    may_change: tuple[str, ...] = {
+        "snapshot": ("metadata:timestamp.json",),
+        "delegated-role": ("metadata:timestamp.json", "metadata:snapshot.json"),
+    }.get(where, ())
     if "image" in where:
         # the honest metadata of the 2.0.0 release is new to the device and rightly trusted
         may_change = HONEST_RELEASE_METADATA
@@ -183,6 +189,12 @@ FAULTS: dict[str, tuple[str, Any, tuple[str, ...], dict[str, str]]] = {
         (f"download of {V2} failed", "HTTP 302"),
         FAILED_DOWNLOAD,
     ),
+    "header-flood-on-timestamp": (
+        "metadata/timestamp.json",
+        header_flood(),
+        ("metadata refresh failed",),
+        FAILED_CHECK,
+    ),
     "500-on-snapshot": (
         "metadata/*.snapshot.json",
         status(500),
@@ -247,3 +259,20 @@ def test_server_faults_mid_update(lab: Lab, attack: Callable[..., Attempt], faul
             for _, p, r in lab.server.requests
             if p.startswith("targets/")
         ), "the interrupted download did not resume"
+
+
+def test_resume_answered_with_a_lying_range(lab: Lab, attack: Callable[..., Attempt]) -> None:
+    """A download is cut; when the device resumes, the server answers 206 for a range that
+    starts 4 KiB before the one asked for. The device refuses the answer instead of writing
+    those bytes at the wrong place, and a later attempt completes."""
+    lab.release("2.0.0", size=1024 * 1024)
+    lab.server.attack(IMAGE, truncate(0.6), times=1)
+    cut = lab.device.run("update")
+    assert cut.returncode == 1 and "it will resume" in cut.error, cut
+    lab.server.attack(IMAGE, lying_range())
+    with attack(lab.device) as a:
+        out = lab.device.run("update")
+        a.refused(
+            out, f"download of {V2} failed", "server sent the wrong range", event=FAILED_DOWNLOAD
+        )
+    lab.recovers("2.0.0")

@@ -97,6 +97,38 @@ def gzip_bomb(decoded_bytes: int = 64 * 1024 * 1024) -> Action:
     return act
 
 
+def header_flood(count: int = 5000) -> Action:
+    """An answer with thousands of headers before any body."""
+
+    def act(h: _Handler, _: bytes | None) -> None:
+        h.send_response(200)
+        for i in range(count):
+            h.send_header(f"X-Flood-{i}", "x" * 64)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    return act
+
+
+def lying_range(shift: int = 4096) -> Action:
+    """Answer a resume request (`Range: bytes=N-`) with 206 and a Content-Range that starts
+    elsewhere (and the bytes from there), as a cache that mixes up ranges would."""
+
+    def act(h: _Handler, data: bytes | None) -> None:
+        match = _RANGE.match(h.headers.get("Range", ""))
+        if data is None or not match:
+            h.serve_ranged(data or b"")
+            return
+        start = max(0, int(match.group(1)) - shift)
+        part = data[start:]
+        h.send_head(
+            206, len(part), extra={"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
+        )
+        h.write(part)
+
+    return act
+
+
 def wrong_content_type(body: bytes = b"<html><body>maintenance</body></html>\n") -> Action:
     """200 with an HTML page (a captive portal, a broken CDN, a misconfigured proxy)."""
     return serve_bytes(body, "text/html; charset=utf-8")
@@ -425,6 +457,8 @@ __all__ = [
     "endless",
     "extra_bytes",
     "gzip_bomb",
+    "header_flood",
+    "lying_range",
     "redirect",
     "replace_bytes",
     "serve_bytes",
