@@ -192,8 +192,10 @@ def main() -> None:
           f"({fetched})")
     print(f"no-update check: {t_check * 1000:.1f} ms vs plain GET timestamp.json "
           f"{t_get * 1000:.1f} ms: {t_check / t_get:.2f}x")
+    per_round = sorted(o / f for o, f in zip(ours, floor, strict=True))
     print(f"update {size:.0f} MiB: download+verify+install {t_ours:.3f} s vs raw download + "
-          f"SHA-256 {t_floor:.3f} s: {t_ours / t_floor:.2f}x (median of {args.rounds})")
+          f"SHA-256 {t_floor:.3f} s: {t_ours / t_floor:.2f}x (medians of {args.rounds} "
+          f"interleaved rounds; per-round ratios {per_round[0]:.2f}-{per_round[-1]:.2f})")
     t_ng = statistics.median(ngclient)
     print(f"for context, ngclient download_target + copy into the slot: {t_ng:.3f} s: "
           f"{t_ng / t_floor:.2f}x")

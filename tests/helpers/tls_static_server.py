@@ -10,6 +10,7 @@ sent. Faults for attack tests are read from `<state>/faults.json` on every reque
     {"extra_bytes": {"<path substring>": N},   # send N more bytes than the file has
      "cut_after": {"<path substring>": N},     # stop after N body bytes, close the connection
      "throttle": {"<path substring>": B},      # at most B bytes per second
+     "ignore_range": ["<path substring>"],     # answer Range requests with the whole file
      "reports_status": 503}                    # answer reports with this status
 
 Swap for gunicorn when the real server exists: the client only sees HTTPS.
@@ -122,6 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
         start, end = 0, total - 1
         status = 200
         match = _RANGE.match(self.headers.get("Range", ""))
+        if match and any(f in rel for f in faults.get("ignore_range", [])):
+            match = None  # a server (or proxy) that does not do ranges
         if match:
             start = int(match.group(1))
             end = int(match.group(2)) if match.group(2) else total - 1

@@ -169,3 +169,20 @@ def test_the_whole_download_is_time_bounded(lab: Lab) -> None:
     proc = dev.run("update")
     assert_one_line_error(proc, f"download of {v2} failed (it will resume):",
                           "transfer took longer than 1.5 s")
+
+
+def test_resume_falls_back_to_a_full_download_when_ranges_are_ignored(lab: Lab) -> None:
+    v1 = lab.publish("1.0.0")
+    v2 = lab.publish("2.0.0", size=2 * 1024 * 1024)
+    name = v2.rpartition("/")[2]
+    dev = lab.device(factory=v1)
+    lab.server.set_faults({"cut_after": {name: 1024 * 1024}})
+    assert dev.run("update").returncode == 1
+    assert _download_offset(dev) > 0
+    lab.server.set_faults({"ignore_range": [name]})
+    lab.server.reset_log()
+    assert dev.json("update")["version"] == "2.0.0"
+    [fetch] = [r for r in lab.server.requests() if name in r["path"]]
+    assert (fetch["range"] is not None, fetch["status"], fetch["bytes"]) == (
+        True, 200, len(lab.published[v2]))
+    assert dev.json("boot")["version"] == "2.0.0"
