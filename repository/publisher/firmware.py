@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuf.api.metadata import TargetFile
+from tuf.api.metadata import TargetFile, Targets
 
 from repository.errors import BadInputError
 from repository.targetfiles import validate_target_path
@@ -112,3 +112,23 @@ def describe_file(local: Path, target_path: str, custom: dict[str, Any]) -> Targ
         raise BadInputError(f"cannot read {local}: {e.strerror}") from e
     tf.unrecognized_fields["custom"] = custom
     return tf
+
+
+def add_new_targets(role: Targets, infos: list[TargetFile]) -> None:
+    """Add `infos` to `role`, refusing to change a target it lists already.
+
+    A published version is immutable: devices may hold its bytes, and a second image under the
+    same name would make "version 1.4.2" mean two things.
+
+    Raises:
+        BadInputError: a path is listed already (with the same or other bytes).
+    """
+    for tf in infos:
+        listed = role.targets.get(tf.path)
+        if listed is not None:
+            same = listed.hashes == tf.hashes and listed.length == tf.length
+            raise BadInputError(
+                f"{tf.path} is published already"
+                + ("" if same else " with other bytes: publish a new version instead")
+            )
+        role.targets[tf.path] = tf

@@ -21,7 +21,7 @@ from repository.errors import BadInputError, ThresholdError
 from repository.keys import find_signer
 from repository.manager import OtaRepository
 from repository.publisher.cli import cli
-from repository.publisher.firmware import FirmwareRelease, describe_file
+from repository.publisher.firmware import FirmwareRelease, add_new_targets, describe_file
 from repository.signing import SigningRequest
 from repository.staging import next_version, stage
 from repository.targetfiles import store_target_file
@@ -81,8 +81,7 @@ def build_update(
     check_published_role(repo, role)
     infos = [describe_file(local, path, custom) for local, path, custom in files]
     md: Metadata[Targets] = next_version(repo, role)
-    for tf in infos:
-        md.signed.targets[tf.path] = tf
+    add_new_targets(md.signed, infos)
     md.sign(signer, append=True)
     return md, infos
 

@@ -24,7 +24,7 @@ from tuf.ngclient import FetcherInterface, Updater
 from repository.errors import BadInputError, RepositoryError
 from repository.keys import find_signer
 from repository.layout import DEFAULT_EXPIRY_DAYS
-from repository.publisher.firmware import describe_file
+from repository.publisher.firmware import add_new_targets, describe_file
 
 _CHUNK = 256 * 1024
 
@@ -137,8 +137,9 @@ def publish_remote(
     expiry = datetime.now(UTC) + timedelta(days=DEFAULT_EXPIRY_DAYS["targets"])
     md.signed.expires = expiry.replace(microsecond=0)
     md.signatures.clear()
-    for local, path, custom in files:
-        md.signed.targets[path] = describe_file(local, path, custom)
+    add_new_targets(
+        md.signed, [describe_file(local, path, custom) for local, path, custom in files]
+    )
     md.sign(signer, append=True)
     upload_role(
         server_url,

@@ -26,6 +26,16 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         "--key", str(keys_dir / "pub-x.pub"), "--sign-with", f"encfile:{keys_dir / 'pub-x.key'}",
         "--publish",
     )  # fmt: skip
+    first = base / "fw-0.9.0.bin"
+    first.write_bytes(b"the first image")
+    proc = subprocess.run(
+        [
+            str(BIN / "ota-publish"), "add", str(first), "--hwid", "model-x", "--version", "0.9.0",
+            "--role", ROLE, "--key", f"encfile:{keys_dir / 'pub-x.key'}", "--repo", str(repo),
+        ],
+        env=cli_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
     return repo, keys_dir
 
 
@@ -49,6 +59,7 @@ CASES = [
     (["--version", "1.0.0", "--security-counter", "-1"], "--security-counter"),
     (["--version", "1.0.0", "--passphrase-file", "wrong"], "wrong passphrase"),
     (["--version", "1.0.0", "--server", "https://127.0.0.1:1"], "exactly one of --repo"),
+    (["--version", "0.9.0"], "is published already with other bytes"),
 ]
 
 
@@ -66,6 +77,7 @@ CASES = [
         "negative-counter",
         "wrong-passphrase",
         "repo-and-server",
+        "version-republished",
     ],
 )
 def test_bad_input(setup: tuple[Path, Path], tmp_path: Path, args: list[str], message: str) -> None:
