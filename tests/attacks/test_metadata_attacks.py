@@ -270,6 +270,31 @@ def test_compromised_publisher_key_outside_delegated_paths(
     lab.recovers("2.0.0")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "client/firmware.py _check_path does not compare the <hwid> path segment with the device's "
+        "hardware id, so an explicit `update --target firmware/model-y/...` accepts an image that "
+        "model-y's publisher labelled for model-x"
+    ),
+)
+def test_compromised_publisher_key_claims_another_model_in_its_own_folder(
+    lab: Lab, attack: Callable[..., Attempt]
+) -> None:
+    """Every key of model-y's publisher is stolen; inside its own folder it publishes an image
+    whose hardware ids claim model-x. Only model-x's delegation may speak for model-x devices:
+    the device refuses it even when asked for that path explicitly."""
+    evil = lab.repo.fork()
+    path = evil.add_firmware(
+        "model-y", "9.0.0", counter=9, hardware_ids=["model-x", "model-y"], salt="evil"
+    )
+    evil.publish()
+    lab.server.repo = evil
+    with attack(lab.device, may_change=(*ONLINE, "metadata:firmware-model-y.json")) as a:
+        out = lab.device.run("update", "--target", path)
+        a.refused(out, path, event={"event": "check", "result": "refused"})
+
+
 def test_delegated_role_swapped_between_hardware_models(
     lab: Lab, attack: Callable[..., Attempt]
 ) -> None:
