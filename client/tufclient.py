@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tuf.api import exceptions
-from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets
+from tuf.api.metadata import Metadata, Root, Snapshot, SuccinctRoles, TargetFile, Targets
 from tuf.api.serialization import DeserializationError
 from tuf.ngclient import Updater, UpdaterConfig
 
@@ -155,7 +155,8 @@ class TufClient:
 
         Walks the delegation graph the way ngclient's lookup for `prefix` + a probe name does,
         reading each visited role from ngclient's cache only if its version is the one the
-        verified snapshot names.
+        verified snapshot names. Hash bins (succinct delegations) are all visited, since a
+        path's bin depends on its hash.
 
         Raises:
             NetworkError, MetadataError, StorageError: as for `refresh`.
@@ -182,6 +183,11 @@ class TufClient:
                     found.setdefault(path, target)
             if md.signed.delegations is None:
                 continue
+            if md.signed.delegations.succinct_roles is not None:
+                # Hash bins split paths by hash, not by prefix: every bin may hold firmware.
+                to_visit = list(reversed(self._load_bins(md.signed.delegations.succinct_roles,
+                                                         prefix)))
+                continue
             children = []
             for child, terminating in md.signed.delegations.get_roles_for_target(probe):
                 children.append(child)
@@ -190,6 +196,21 @@ class TufClient:
                     break
             to_visit.extend(reversed(children))
         return list(found.values())
+
+    def _load_bins(self, bins: SuccinctRoles, prefix: str) -> list[str]:
+        """Make ngclient load (and verify) every hash bin, by looking up one probe path per bin
+        (unchanged bins come from its cache); returns the bin names."""
+        wanted = set(bins.get_roles())
+        probes: dict[str, str] = {}
+        for i in range(len(wanted) * 64):  # a probe per bin, bounded
+            if len(probes) == len(wanted):
+                break
+            path = f"{prefix}{LISTING_PROBE}-{i}"
+            probes.setdefault(bins.get_role_for_target(path), path)
+        for path in probes.values():
+            if self.find_target(path) is not None:
+                raise MetadataError(f"a target is published at the reserved path {path}")
+        return sorted(probes)
 
     # -- target bytes ---------------------------------------------------------------------------
 

@@ -90,3 +90,21 @@ def test_server_with_online_keys_cannot_forge_a_delegated_role(lab: Lab) -> None
         k: v for k, v in before["metadata"].items() if "model-x" in k}.items()
     assert {k: v for k, v in after.items() if k != "metadata"} == {
         k: v for k, v in before.items() if k != "metadata"}
+
+
+def test_firmware_in_hash_bins(lab: Lab) -> None:
+    """With succinct hash-bin delegation every bin may hold firmware: the client lists all bins
+    (each loaded and verified by ngclient) and installs the newest."""
+    from repository import hashbins
+
+    hashbins.enable_now(lab.repo_dir, 8)
+    v1 = lab.publish("1.0.0")
+    dev = lab.device(factory=v1)
+    lab.publish("2.0.0")
+    v3 = lab.publish("3.0.0")
+    lab.publish("4.0.0", hwid="model-y")
+    assert dev.json("update")["target"] == v3
+    assert dev.json("boot")["version"] == "3.0.0"
+    lab.server.reset_log()
+    assert dev.json("check")["update_available"] is False
+    assert len(lab.server.requests()) == 2  # unchanged bins come from the verified cache
