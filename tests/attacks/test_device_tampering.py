@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from securesystemslib.signer import CryptoSigner
@@ -214,3 +215,45 @@ def test_tampered_active_slot_before_boot(
     status = dev.status()
     assert (status["active_slot"], status["installed_version"]) == ("A", "1.0.0")
     assert dev.slot_holds("A", lab.repo.images[firmware_path("model-x", "1.0.0")])
+
+
+@pytest.mark.parametrize(
+    "how", ["loosened-data-dir", "group-writable-state", "state-linked-out", "foreign-owner-link"]
+)
+def test_tampered_storage_permissions(
+    lab: Lab, attack: Callable[..., Attempt], how: str, tmp_path: Path
+) -> None:
+    """The data directory is opened to other users, or a state file is replaced by a link to
+    a file the attacker controls outside it. The client refuses to work on state it cannot
+    trust rather than read or write through it."""
+    dev = lab.device
+    state = dev.data_dir / "state.json"
+    genuine = state.read_bytes()
+    outside = tmp_path / "attacker-state.json"
+    lab.release("2.0.0")
+    # The attempt starts before the tampering and ends after the owner repaired it, so the
+    # comparison shows whether the device changed anything while its storage was open.
+    with attack(dev, f"storage: {how}") as a:
+        if how == "loosened-data-dir":
+            dev.data_dir.chmod(0o777)
+            expect = f"{dev.data_dir} has mode 0777: must be owner-only"
+        elif how == "group-writable-state":
+            state.chmod(0o660)
+            expect = f"{state} has mode 0660: must be owner-only"
+        else:
+            outside.write_bytes(genuine)
+            outside.chmod(0o600)
+            state.unlink()
+            state.symlink_to(outside if how == "state-linked-out" else Path("/etc/hostname"))
+            expect = f"{state} is a link out of the data directory"
+        try:
+            out = dev.run("update")
+            a.refused(out, expect)
+            assert not outside.exists() or outside.read_bytes() == genuine
+        finally:
+            if state.is_symlink():
+                state.unlink()
+                write_private(state, genuine)
+            dev.data_dir.chmod(0o700)
+            state.chmod(0o600)
+    lab.recovers("2.0.0")
