@@ -109,6 +109,57 @@ def enable_now(root: Path, bins: int) -> SigningRequest:
     return req
 
 
+def rotate_key(repo: OtaRepository, key: Key, uri: str) -> SigningRequest:
+    """Stage targets' next version with `key` as the bins' only key (after a compromise, or a
+    routine change). When it is published, every bin is re-signed with the new key here, so
+    `uri` must open it on this machine. Caller holds the writer lock.
+
+    Raises:
+        BadInputError: targets does not use hash bins, or `key` is the bins' key already.
+        KeyError_: `uri` does not hold `key`.
+    """
+    md = next_version(repo, Targets.type)
+    targets = md.signed
+    assert isinstance(targets, Targets)
+    delegations = targets.delegations
+    if delegations is None or delegations.succinct_roles is None:
+        raise BadInputError("targets does not use hash bins")
+    succinct = delegations.succinct_roles
+    if succinct.keyids == [key.keyid]:
+        raise BadInputError(f"key {short(key.keyid)} is the bins' key already")
+    find_signer(repo.resolve_uri(uri), {key.keyid: key})
+    for keyid in list(succinct.keyids):
+        targets.revoke_key(keyid)
+    targets.add_key(key)
+    repo.config.add_signer(BIN_PREFIX, key.keyid, uri)
+    save_config(repo.paths, repo.config)
+    return stage(repo, {Targets.type: md})
+
+
+def bins_to_resign(repo: OtaRepository, new_targets: Metadata[Any] | None) -> list[str]:
+    """The published bins whose keys a newly published targets version changes."""
+    if new_targets is None:
+        return []
+    new = new_targets.signed
+    old = repo.current_metadata(Targets.type).signed
+    assert isinstance(new, Targets) and isinstance(old, Targets)
+    new_bins = new.delegations.succinct_roles if new.delegations else None
+    old_bins = old.delegations.succinct_roles if old.delegations else None
+    if new_bins is None or old_bins is None or new_bins.keyids == old_bins.keyids:
+        return []
+    return [b for b in new_bins.get_roles() if repo.has_role(b)]
+
+
+def resign_bins(repo: OtaRepository, names: list[str]) -> None:
+    """Re-sign each bin (next version, same targets) with the bins' current key.
+
+    Caller holds the writer lock and has written the targets that names the key.
+    """
+    for name in names:
+        with repo.edit_targets(name):
+            pass  # close() bumps version and expiry and signs with the bins' key
+
+
 def bins_to_create(repo: OtaRepository, new_targets: Metadata[Any] | None) -> list[str]:
     """The bins a newly published targets version delegates to that do not exist yet."""
     if new_targets is None:

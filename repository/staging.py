@@ -317,9 +317,9 @@ def publish(repo: OtaRepository, req_id: str) -> SigningRequest:
         first = is_unpublished(repo)
         check_content(repo, req, first=first)
         new_targets = req.change(Targets.type)
-        bins = (
-            [] if first else hashbins.bins_to_create(repo, new_targets.md if new_targets else None)
-        )
+        new_md = new_targets.md if new_targets else None
+        bins = [] if first else hashbins.bins_to_create(repo, new_md)
+        resign = [] if first else hashbins.bins_to_resign(repo, new_md)
         for change in sorted(req.changes, key=lambda c: -_ORDER.get(c.role, 2)):
             if first:  # no snapshot yet to record versions in: snapshot v1 lists targets v1
                 name = metadata_filename(change.role, change.md.signed.version)
@@ -327,6 +327,7 @@ def publish(repo: OtaRepository, req_id: str) -> SigningRequest:
             else:
                 repo.write(change.role, copy.deepcopy(change.md))
         hashbins.create_bins(repo, bins)
+        hashbins.resign_bins(repo, resign)
         if first:
             _first_snapshot_and_timestamp(repo)
         else:

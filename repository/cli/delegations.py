@@ -60,13 +60,21 @@ def rotate_cmd(
     """Add or remove keys of ROLE or change its threshold (a signing request).
 
     For root, targets, snapshot and timestamp this is a new root version (root needs both the
-    previous and the new root's threshold); for a delegated role, a new targets version.
+    previous and the new root's threshold); for a delegated role, a new targets version; for
+    'bins' (hash bins), a new targets version naming the bins' new online key.
     """
     repo = ctx.open()
     keys = pub_keys(add)
     remove = tuple(public_key_from_file(Path(r)).keyid if Path(r).is_file() else r for r in remove)
     add_extra_signers(repo, sign_with, keys)
-    if role in TOP_LEVEL_ROLES:
+    if role == hashbins.BIN_PREFIX:
+        if len(keys) != 1 or not online_uri or remove or threshold is not None:
+            raise click.UsageError("rotate bins takes one --add-key and its --uri (nothing else)")
+
+        def make() -> SigningRequest:
+            return hashbins.rotate_key(repo, keys[0], online_uri)
+
+    elif role in TOP_LEVEL_ROLES:
         if clear_targets:
             raise click.UsageError("--clear-targets applies to delegated roles only")
 

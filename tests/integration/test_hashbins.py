@@ -147,3 +147,25 @@ def test_refresh_renews_bins_before_they_expire(
     again = OtaRepository.load(tmp_path / "repo")
     again.now = later.now
     assert again.refresh() == []
+
+
+def test_rotate_the_bins_key(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    ota_repo(repo, "init", "--dev")
+    ota_repo(repo, "hash-bins", "4", "--publish")
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(b"fw")
+    ota_repo(repo, "add-target", str(fw), "--path", "firmware/x/fw-1.0.0.bin")
+    ota_repo(repo, "key", "generate", "bins-2", "--out", str(tmp_path / "keys"))
+    new_pub = tmp_path / "keys" / "bins-2.pub"
+    ota_repo(
+        repo, "rotate", "bins", "--add-key", str(new_pub),
+        "--uri", f"encfile:{tmp_path / 'keys' / 'bins-2.key'}", "--publish",
+    )  # fmt: skip
+    new_keyid = json.loads(new_pub.read_text())["keyid"]
+    r = OtaRepository.load(repo)
+    for name in ("bins-0", "bins-1", "bins-2", "bins-3"):
+        assert list(r.current_metadata(name).signatures) == [new_keyid]
+    ota_repo(repo, "verify")
+    ota_repo(repo, "add-target", str(fw), "--path", "firmware/x/fw-1.0.1.bin")
+    ota_repo(repo, "verify")

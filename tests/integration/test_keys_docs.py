@@ -92,7 +92,7 @@ def test_security_team_guide_then_key_compromise_runbook(tmp_path: Path) -> None
 
     env["OTA_REPO"] = str(repo)
     run_doc(DOCS / "runbooks" / "key-compromise.md", tmp_path, env)
-    # Root v4 replaced alice by frank, v5 the targets key, v6 the timestamp key.
+    # Root v4 replaced alice by frank, v5 the targets key, v6 the timestamp key, v7 snapshot's.
     assert _keyid(tmp_path / "alice" / "alice.pub") not in _root(repo, 4).keys
     assert _root(repo, 5).roles["targets"].keyids == [
         _keyid(tmp_path / "release" / "release-3.pub")
@@ -101,7 +101,9 @@ def test_security_team_guide_then_key_compromise_runbook(tmp_path: Path) -> None
     assert v6.roles["timestamp"].keyids == [
         _keyid(tmp_path / "server" / "keys" / "timestamp-2.pub")
     ]
-    assert not (repo / "metadata" / "7.root.json").exists()
+    v7 = _root(repo, 7)
+    assert v7.roles["snapshot"].keyids == [_keyid(tmp_path / "server" / "keys" / "snapshot-2.pub")]
+    assert not (repo / "metadata" / "8.root.json").exists()
     # The revoked role (and so its keys, old and new) can no longer publish.
     proc = subprocess.run(
         [
@@ -117,7 +119,7 @@ def test_security_team_guide_then_key_compromise_runbook(tmp_path: Path) -> None
     )  # fmt: skip
     assert_one_line_error(proc, "unknown role 'firmware-model-x'")
     audit = [json.loads(line) for line in (repo / ".ota" / "audit.log").read_text().splitlines()]
-    assert sum(1 for e in audit if e.get("action") == "publish-request") == 10
+    assert sum(1 for e in audit if e.get("action") == "publish-request") == 11
 
 
 def test_publisher_guide(tmp_path: Path) -> None:
