@@ -141,7 +141,7 @@ def _boot(device: Device, state: DeviceState, bootstate: BootState) -> BootResul
             return _fallback(device, state, bootstate, "boot tries exhausted", reject=True)
         device.bootctl.write(BootState(bootstate.active, trial, bootstate.tries - 1))
         kill_point("boot-counted")
-    used = max_tries - bootstate.tries + 1
+    used = max_tries - bootstate.tries + (1 if device.counts_tries else 0)  # this try
     record = state.slots[trial]
     if record is None:
         return _fallback(device, state, bootstate, "no verified image recorded for the trial",
