@@ -57,6 +57,10 @@ def repository_status(repo: OtaRepository) -> list[RoleStatus]:
         for name in targets.delegations.roles:
             if repo.has_role(name):
                 rows.append(_status(name, repo.current_metadata(name), targets, "targets"))
+    if targets.delegations and targets.delegations.succinct_roles:  # hash bins
+        for name in targets.delegations.succinct_roles.get_roles():
+            if repo.has_role(name):
+                rows.append(_status(name, repo.current_metadata(name), targets, "targets"))
     return rows
 
 

@@ -121,6 +121,11 @@ def test_hash_bins_cli_and_refusals(tmp_path: Path) -> None:
     )  # fmt: skip
     assert_one_line_error(proc, "hash bins")
     assert published(repo) == before
+    status = json.loads(ota_repo(repo, "status", "--json").stdout)["roles"]
+    assert sorted(r["role"] for r in status if r["role"].startswith("bins-")) == [
+        f"bins-{i:x}" for i in range(16)
+    ]
+    assert all(r["threshold_met"] for r in status)
     keys_out = ota_repo(repo, "key", "list", "--json").stdout
     assert any("bins-* (16)" in r for row in json.loads(keys_out)["keys"] for r in row["roles"])
 
