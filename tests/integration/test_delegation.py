@@ -195,7 +195,7 @@ def test_revoked_delegation_stops_counting(c: Ceremony, tmp_path: Path) -> None:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # passes once verify.py skips revoked roles: then drop this marker
     reason="repository/verify.py downloads the targets of every role the snapshot lists, "
     "revoked ones included (TUF keeps them in snapshot); it should skip roles targets no "
     "longer delegates",
