@@ -255,3 +255,17 @@ def test_request_made_stale_by_a_newer_version_is_refused(c: Ceremony) -> None:
     assert published(c.repo_dir) == before
     ota_repo(c.repo_dir, "request", "discard", first)
     assert _pending(c) == []
+
+
+def test_key_list_shows_every_key_its_roles_and_where_it_lives(c: Ceremony) -> None:
+    rows = json.loads(ota_repo(c.repo_dir, "key", "list", "--json").stdout)["keys"]
+    by_id = {r["keyid"]: r for r in rows}
+    for holder in ("alice", "bob", "carol"):
+        row = by_id[c.key(holder).keyid]
+        assert row["roles"] == ["root"] and row["signer"] == "offline (not on this machine)"
+    assert by_id[c.key("release").keyid]["roles"] == ["targets"]
+    online = by_id[c.key("timestamp").keyid]
+    assert online["roles"] == ["timestamp"]
+    assert online["signer"] == f"file {c.keys_dir / 'timestamp.key'}"
+    text = ota_repo(c.repo_dir, "key", "list").stdout
+    assert c.key("alice").keyid[:16] in text
