@@ -72,7 +72,9 @@ class VerifyReport:
 
 
 def _published_target_paths(paths: RepoPaths) -> list[tuple[str, str]]:
-    """(role, target path) for every target the published metadata lists.
+    """(role, target path) for every target a client can reach: top-level targets and the
+    roles targets delegates to now (snapshot keeps revoked roles, as TUF requires, but no
+    client looks at them).
 
     Read straight from disk only to know what to ask for: each path is then looked up and
     downloaded through ngclient, which verifies everything on the way.
@@ -81,15 +83,27 @@ def _published_target_paths(paths: RepoPaths) -> list[tuple[str, str]]:
         ts = Metadata.from_bytes((paths.metadata / "timestamp.json").read_bytes())
         snap_name = f"{ts.signed.snapshot_meta.version}.snapshot.json"  # type: ignore[attr-defined]
         snapshot = Metadata[Snapshot].from_bytes((paths.metadata / snap_name).read_bytes())
+
+        def load(role: str) -> Targets:
+            meta = snapshot.signed.meta[f"{role}.json"]
+            filename = metadata_filename(role, meta.version)
+            return Metadata[Targets].from_bytes((paths.metadata / filename).read_bytes()).signed
+
+        top = load("targets")
+        roles = ["targets"]
+        if top.delegations is not None:
+            if top.delegations.roles is not None:
+                roles += list(top.delegations.roles)
+            elif top.delegations.succinct_roles is not None:
+                roles += list(top.delegations.succinct_roles.get_roles())
         result: list[tuple[str, str]] = []
-        for name, meta in snapshot.signed.meta.items():
-            role = name.removesuffix(".json")
-            md = Metadata[Targets].from_bytes(
-                (paths.metadata / metadata_filename(role, meta.version)).read_bytes()
-            )
-            result.extend((role, path) for path in md.signed.targets)
+        for role in roles:
+            if f"{role}.json" in snapshot.signed.meta:  # a missing one is reported separately
+                result.extend(
+                    (role, path) for path in (top if role == "targets" else load(role)).targets
+                )
         return result
-    except (OSError, DeserializationError, AttributeError) as e:
+    except (OSError, DeserializationError, AttributeError, KeyError) as e:
         raise VerificationError(f"published metadata unreadable: {e}") from e
 
 

@@ -12,6 +12,7 @@ import click
 from repository import audit
 from repository.cli._base import Context, cli, emit, fail, pass_ctx
 from repository.create import init_dev, init_production
+from repository.hashbins import bit_length_for, enable_now
 from repository.keys import public_key_from_file
 from repository.layout import TOP_LEVEL_ROLES, RepoPaths
 from repository.status import repository_status, status_json
@@ -71,6 +72,12 @@ def _expiry_option(values: tuple[str, ...]) -> dict[str, int]:
     help="Accept a root threshold of 1 (one stolen key then owns the fleet).",
 )
 @click.option(
+    "--hash-bins",
+    "hash_bins",
+    type=int,
+    help="With --dev: delegate every target path to N succinct hash bins (a power of two).",
+)
+@click.option(
     "--expiry",
     "expiry",
     multiple=True,
@@ -91,10 +98,15 @@ def init(
     timestamp_uri: str | None,
     sign_with: tuple[str, ...],
     allow_single_root_key: bool,
+    hash_bins: int | None,
     expiry: tuple[str, ...],
 ) -> None:
     """Create a repository: root, targets, snapshot and timestamp version 1."""
     expiry_days = _expiry_option(expiry)
+    if hash_bins is not None:
+        if not dev:
+            fail("--hash-bins at init needs --dev; otherwise run 'ota-repo hash-bins N' after init")
+        bit_length_for(hash_bins)  # refuse a bad count before anything is created
     if dev:
         if root_keys or targets_keys or snapshot_key or timestamp_key or sign_with:
             fail("--dev generates its own keys: do not pass key options with it")
@@ -122,6 +134,9 @@ def init(
         )
     click.echo(f"created repository in {repo.paths.root}")
     click.echo(f"devices trust {repo.paths.metadata / '1.root.json'}")
+    if hash_bins is not None:
+        enable_now(ctx.repo_dir, hash_bins)
+        click.echo(f"targets delegates every path to {hash_bins} hash bins")
 
 
 @cli.command("add-target")

@@ -194,12 +194,6 @@ def test_revoked_delegation_stops_counting(c: Ceremony, tmp_path: Path) -> None:
     assert_one_line_error(proc, "unknown role 'firmware-model-x'")
 
 
-@pytest.mark.xfail(
-    strict=False,  # passes once verify.py skips revoked roles: then drop this marker
-    reason="repository/verify.py downloads the targets of every role the snapshot lists, "
-    "revoked ones included (TUF keeps them in snapshot); it should skip roles targets no "
-    "longer delegates",
-)
 def test_verify_passes_after_a_revocation(c: Ceremony, tmp_path: Path) -> None:
     _add(c, tmp_path, "1.0.0")
     ota_repo(c.repo_dir, "revoke", ROLE)

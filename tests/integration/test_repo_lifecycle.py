@@ -109,3 +109,24 @@ def test_verify_days_margin(tmp_path: Path, days: float, ok: bool) -> None:
     assert (proc.returncode == 0) is ok
     if not ok:
         assert "timestamp v1" in proc.stderr
+
+
+def test_dev_init_with_hash_bins(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    out = ota_repo(repo, "init", "--dev", "--hash-bins", "16").stdout
+    assert "targets delegates every path to 16 hash bins" in out
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(b"image")
+    ota_repo(repo, "add-target", str(fw), "--path", "firmware/model-x/fw-1.0.0.bin")
+    # exactly one bin got a second version: the one the path hashes to
+    second = [p.name for p in (repo / "metadata").glob("2.bins-*.json")]
+    assert len(second) == 1
+    _client_accepts(repo, tmp_path / "c", {"firmware/model-x/fw-1.0.0.bin": b"image"})
+
+
+@pytest.mark.parametrize("args", [["--hash-bins", "3"], ["--hash-bins", "1"]], ids=["3", "1"])
+def test_bad_hash_bin_count_creates_nothing(tmp_path: Path, args: list[str]) -> None:
+    proc = ota_repo(tmp_path / "repo", "init", "--dev", *args, check=False)
+    assert proc.returncode == 1
+    assert "power of two" in proc.stderr
+    assert not (tmp_path / "repo").exists()
