@@ -151,20 +151,26 @@ def upload_role(
     verify: bool | str = str(ca_bundle) if ca_bundle is not None else True
     try:
         response = requests.post(url, data=body, headers=headers, verify=verify, timeout=timeout)
-    except requests.exceptions.SSLError:
-        raise UploadError(
-            f"TLS verification of {server_url} failed (wrong CA bundle or certificate?)"
-        ) from None
+    except requests.exceptions.SSLError as e:
+        if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
+            raise UploadError(
+                f"TLS verification of {server_url} failed (wrong CA bundle or certificate?)"
+            ) from None
+        raise UploadError(_closed_message(server_url)) from None
     except requests.exceptions.Timeout:
         raise UploadError(f"the update server at {server_url} did not answer in time") from None
     except requests.exceptions.ConnectionError:
-        raise UploadError(
-            f"cannot reach the update server at {server_url} (or it closed the connection: "
-            "is the upload larger than it accepts?)"
-        ) from None
+        raise UploadError(_closed_message(server_url)) from None
     finally:
         body.close()
     return _answer(response)
+
+
+def _closed_message(server_url: str) -> str:
+    return (
+        f"cannot reach the update server at {server_url} (or it closed the connection: "
+        "is the upload larger than it accepts?)"
+    )
 
 
 def _answer(response: requests.Response) -> dict[str, Any]:
