@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from client.config import AgentConfig
 from client.device import Device
-from client.errors import Interrupted, UpdateError
+from client.errors import Interrupted, TrialPendingError, UpdateError
 from client.update import UpdateResult, update
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ def run_agent(
         except Interrupted:
             logger.info("stopping: the download will resume on the next run")
             break
+        except TrialPendingError as e:
+            logger.info("%s", e)  # an installed update waits for its trial boot: not an error
         except UpdateError as e:
             failures += 1
             logger.warning("update failed (%d in a row): %s", failures, e)

@@ -72,6 +72,10 @@ class StateError(UpdateError):
     """The device is in a state where the request makes no sense (e.g. a trial is pending)."""
 
 
+class TrialPendingError(StateError):
+    """An installed update waits for its trial boot; nothing more is installed before it."""
+
+
 class BootError(UpdateError):
     """No slot can be booted: neither image verifies against its recorded target."""
 

@@ -35,6 +35,7 @@ def provision(device: Device, slot: str, target_path: str) -> SlotRecord:
         check_policy(fw, hardware_id=device.config.hardware_id, installed=None,
                      security_counter=0)
         device.slots[slot].verify(fw.target)
+        tuf.persist()
         record = SlotRecord.of(fw)
         state.slots[slot] = record
         state.security_counter = fw.security_counter

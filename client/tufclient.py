@@ -10,6 +10,7 @@ public APIs are used.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from tuf.ngclient import Updater, UpdaterConfig
 
 from client.errors import MetadataError, NetworkError, StorageError, TargetNotFoundError
 from client.fetcher import DeviceFetcher
+from client.storage import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +118,29 @@ class TufClient:
             return self._updater.get_targetinfo(path)
         except (OSError, exceptions.RepositoryError, exceptions.DownloadError) as e:
             raise wrap_tuf_error(e, f"looking up {path} failed") from e
+
+    def persist(self) -> None:
+        """Make the metadata ngclient cached durable (it renames without fsync). The cached
+        versions are the client's rollback protection, so a power cut must not lose them.
+
+        Raises:
+            StorageError: the cache cannot be synced.
+        """
+        try:
+            for path in [*self.metadata_dir.glob("*.json"),
+                         *self.metadata_dir.glob("root_history/*.json")]:
+                if path.is_symlink():
+                    continue
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for folder in (self.metadata_dir, self.metadata_dir / "root_history"):
+                if folder.is_dir():
+                    fsync_dir(folder)
+        except OSError as e:
+            raise StorageError(f"cannot sync the metadata cache: {e.strerror or e}") from e
 
     def get_target(self, path: str) -> TargetFile:
         """Like `find_target`, but a missing target is an error.

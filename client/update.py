@@ -32,6 +32,7 @@ from client.errors import (
     StateError,
     StorageError,
     TooLongError,
+    TrialPendingError,
     UpdateError,
     VerificationError,
 )
@@ -150,6 +151,7 @@ def check(device: Device) -> CheckResult:
         except UpdateError as e:
             device.events.append("check", result="failed", reason=str(e))
             raise
+        tuf.persist()
         device.events.append(
             "check",
             result="update-available" if result.candidate else "no-update",
@@ -198,7 +200,7 @@ def install(device: Device, tuf: TufClient, fw: Firmware, *,
     """
     state, boot = device.load()
     if boot.trial is not None:
-        raise StateError(
+        raise TrialPendingError(
             f"slot {boot.trial} is waiting for its trial boot: reboot (ota-client boot) first"
         )
     name = other_slot(boot.active)
@@ -326,6 +328,7 @@ def update(device: Device, *, target_path: str | None = None,
                 e, (PolicyError, FirmwareFormatError)) else "failed", target=target_path,
                 reason=str(e))
             raise
+        tuf.persist()
         if fw is None:
             device.events.append("check", result="no-update", from_version=installed.version_text)
             return UpdateResult(False, installed.version_text)
