@@ -315,6 +315,10 @@ def update(device: Device, *, target_path: str | None = None,
         UpdateError: anything refused or failed; the committed slot is untouched.
     """
     with device.lock():
+        trial = device.bootctl.read().trial
+        if trial is not None:
+            raise TrialPendingError(
+                f"slot {trial} is waiting for its trial boot: reboot (ota-client boot) first")
         tuf = device.tuf()
         try:
             if target_path is not None:
