@@ -207,7 +207,6 @@ def test_mutual_tls_identifies_the_device_by_certificate(
         device_ca=tls.ca_cert,
         mtls="optional",
     ) as server:
-        unknown = make_tls(tmp_path / "unknown", client_cn="stranger")
         # a certificate from another CA is refused by TLS itself
         with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
             requests.get(
@@ -216,11 +215,67 @@ def test_mutual_tls_identifies_the_device_by_certificate(
                 cert=(str(other.client_cert), str(other.client_key)),
                 timeout=10,
             )
-        assert unknown.client_cert.exists()
+        # a certificate from the device CA for a device that is not registered: 401
+        stranger = _client_cert(tls, "stranger", tmp_path)
+        r = requests.get(
+            f"{server.url}/metadata/timestamp.json",
+            verify=str(tls.ca_cert),
+            cert=stranger,
+            timeout=10,
+        )
+        assert r.status_code == 401
+        # a token for one device with the certificate of another: 401
+        token_y = _device(repo, "dev-y1", "model-y")
+        r = requests.get(
+            f"{server.url}/metadata/timestamp.json",
+            verify=str(tls.ca_cert),
+            timeout=10,
+            cert=(str(tls.client_cert), str(tls.client_key)),
+            headers={"Authorization": f"Bearer {token_y}"},
+        )
+        assert r.status_code == 401
         r = requests.get(
             f"{server.url}/metadata/timestamp.json", verify=str(tls.ca_cert), timeout=10
         )
         assert r.status_code == 401  # optional mTLS: no certificate and no token
+
+
+def _client_cert(tls: TlsFiles, common_name: str, folder: Path) -> tuple[str, str]:
+    """Another client certificate from the same device CA."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_key = serialization.load_pem_private_key(tls.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(tls.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / f"{common_name}.pem", folder / f"{common_name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
 
 
 def test_upload_role_reports_refusals_and_nothing_changes(
