@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.ota_device import PASSPHRASE, TOKEN, Lab, sha256
+from tests.helpers.repo import assert_one_line_error
 
 
 @pytest.fixture
@@ -40,6 +41,8 @@ def test_update_v1_to_v3_then_failing_v4_rolls_back(lab: Lab) -> None:
     status = dev.status()
     assert status["installed_version"] == "1.0.0"  # not committed before the trial boot
     assert (status["trial_slot"], status["trial_tries_left"]) == ("B", 3)
+    assert_one_line_error(dev.run("update"),
+                          "slot B is waiting for its trial boot: reboot (ota-client boot) first")
 
     booted = dev.json("boot")
     assert booted == {"slot": "B", "version": "3.0.0", "committed": True,
