@@ -89,7 +89,7 @@ def chain(
             )
             real = RealChain(repo, server.url, server_tls, proxy, mirror, dev, tmp_path)
             v1 = real.publish("1.0.0")
-            dev.provision(v1, firmware("1.0.0"))
+            dev.provision(v1, firmware("1.0.0"), in_process=False)
             yield real
         finally:
             proxy.stop()

@@ -142,10 +142,30 @@ class LabDevice:
     def ok(self, *args: str) -> dict[str, Any]:
         return self.run(*args).json
 
-    def provision(self, target_path: str, image: bytes, slot: str = "A") -> None:
+    def provision(
+        self, target_path: str, image: bytes, slot: str = "A", *, in_process: bool = True
+    ) -> None:
+        """The factory step: the image goes into `slot`, then `ota-client provision` records
+        it (in-process by default, through the same library call the command makes: it is
+        setup, not under attack, and saves a process start per test)."""
         self.slots[slot].write_bytes(image)
         self.slots[slot].chmod(0o600)
-        self.ok("provision", "--slot", slot, "--target", target_path)
+        if not in_process:
+            self.ok("provision", "--slot", slot, "--target", target_path)
+            return
+        from client.config import load_config
+        from client.device import Device
+        from client.provision import provision
+
+        old = os.umask(0o077)  # as the command line sets it
+        try:
+            device = Device(load_config(self.config_path))
+            try:
+                provision(device, slot, target_path)
+            finally:
+                device.close()
+        finally:
+            os.umask(old)
 
     # -- what the device trusts -----------------------------------------------------------------
 
