@@ -319,6 +319,9 @@ class OtaRepository(Repository):
         if not isinstance(md.signed, Targets):
             raise BadInputError(f"metadata for {role} is not targets metadata")
         parent = self._current_signed(Targets.type, Targets)
+        if parent.delegations is None or parent.delegations.roles is None:
+            # hash bins are signed here with the online key, never uploaded by a publisher
+            raise BadInputError(f"{role} is a hash bin: the repository signs it itself")
         delegated = parent.delegations.roles[role]
         current = self._current_md(role).signed.version if self.has_role(role) else 0
         if md.signed.version != current + 1:

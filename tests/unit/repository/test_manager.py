@@ -93,3 +93,15 @@ def test_corrupted_published_metadata_is_reported(repo_dir: Path) -> None:
     (repo_dir / "metadata" / "1.snapshot.json").write_text("{")
     with pytest.raises(CorruptRepositoryError, match=r"1\.snapshot\.json"):
         OtaRepository.load(repo_dir).snapshot()
+
+
+def test_a_hash_bin_is_never_accepted_as_a_publisher_upload(repo_dir: Path) -> None:
+    from tuf.api.metadata import Metadata, Targets
+
+    from repository.hashbins import enable_now
+
+    enable_now(repo_dir, 4)
+    repo = OtaRepository.load(repo_dir)
+    forged = Metadata(Targets(version=2))
+    with pytest.raises(BadInputError, match="hash bin"):
+        repo.validate_delegated_update("bins-0", forged)
