@@ -21,6 +21,7 @@ from repository.manager import OtaRepository
 from repository.rotation import check_threshold, resolve_keyid
 from repository.signing import ROLE_NAME, SigningRequest
 from repository.staging import next_version, stage
+from repository.targetfiles import validate_target_path
 
 logger = logging.getLogger(__name__)
 RESERVED_PREFIX = "bins"
@@ -186,3 +187,41 @@ def change_keys(
         role_md.signed.targets.clear()
     new[name] = role_md
     return stage(repo, new)
+
+
+def validate_delegated_update(repo: OtaRepository, role: str, md: Metadata[Any]) -> None:
+    """Check a new version of a delegated role that its publisher signed elsewhere.
+
+    The same rules a client applies, plus the repository's own: the delegator's keys and
+    threshold, exactly the next version, not expired, and every target inside the delegation's
+    path patterns. The server runs it on every upload, `ota-publish` before it writes.
+
+    Raises:
+        BadInputError: wrong type, version, expiry or a target outside the delegation.
+        ThresholdError: not signed by enough of the role's keys.
+    """
+    if role in TOP_LEVEL_ROLES:
+        raise BadInputError(f"{role} is not a delegated role")
+    repo.keys_for(role)  # raises for an unknown role
+    if not isinstance(md.signed, Targets):
+        raise BadInputError(f"metadata for {role} is not targets metadata")
+    parent = repo.targets()
+    if parent.delegations is None or parent.delegations.roles is None:
+        # hash bins are signed here with the online key, never uploaded by a publisher
+        raise BadInputError(f"{role} is a hash bin: the repository signs it itself")
+    delegated = parent.delegations.roles[role]
+    current = repo.targets(role).version if repo.has_role(role) else 0
+    if md.signed.version != current + 1:
+        raise BadInputError(
+            f"{role} version {md.signed.version} does not follow the published v{current}"
+        )
+    if md.signed.is_expired(repo.now):
+        raise BadInputError(f"{role} v{md.signed.version} is already expired")
+    outside = [p for p in md.signed.targets if not delegated.is_delegated_path(p)]
+    if outside:
+        raise BadInputError(f"{role} may not list {', '.join(sorted(outside))}")
+    for path in md.signed.targets:
+        validate_target_path(path)
+    if md.signed.delegations is not None:
+        raise BadInputError(f"{role} may not delegate further")
+    repo.check_threshold(role, md)

@@ -38,13 +38,11 @@ from repository import audit
 from repository.errors import (
     BadInputError,
     CorruptRepositoryError,
-    KeyError_,
-    RepositoryError,
     ThresholdError,
 )
 from repository.fsutil import atomic_write, exclusive_lock
 from repository.keys import load_signer
-from repository.layout import RepoConfig, RepoPaths, load_config, save_config
+from repository.layout import RepoConfig, RepoPaths, load_config
 from repository.targetfiles import store_target_file, validate_target_path
 
 logger = logging.getLogger(__name__)
@@ -302,43 +300,6 @@ class OtaRepository(Repository):
                 f"{role} v{md.signed.version} is not signed by enough keys: {e}"
             ) from e
 
-    def validate_delegated_update(self, role: str, md: Metadata[Any]) -> None:
-        """Check a new version of a delegated role that its publisher signed elsewhere.
-
-        The same rules a client applies, plus the repository's own: the delegator's keys and
-        threshold, exactly the next version, not expired, and every target inside the
-        delegation's path patterns.
-
-        Raises:
-            BadInputError: wrong type, version, expiry or a target outside the delegation.
-            ThresholdError: not signed by enough of the role's keys.
-        """
-        if role in (Root.type, Targets.type, Snapshot.type, Timestamp.type):
-            raise BadInputError(f"{role} is not a delegated role")
-        self.keys_for(role)  # raises for an unknown role
-        if not isinstance(md.signed, Targets):
-            raise BadInputError(f"metadata for {role} is not targets metadata")
-        parent = self._current_signed(Targets.type, Targets)
-        if parent.delegations is None or parent.delegations.roles is None:
-            # hash bins are signed here with the online key, never uploaded by a publisher
-            raise BadInputError(f"{role} is a hash bin: the repository signs it itself")
-        delegated = parent.delegations.roles[role]
-        current = self._current_md(role).signed.version if self.has_role(role) else 0
-        if md.signed.version != current + 1:
-            raise BadInputError(
-                f"{role} version {md.signed.version} does not follow the published v{current}"
-            )
-        if md.signed.is_expired(self.now):
-            raise BadInputError(f"{role} v{md.signed.version} is already expired")
-        outside = [p for p in md.signed.targets if not delegated.is_delegated_path(p)]
-        if outside:
-            raise BadInputError(f"{role} may not list {', '.join(sorted(outside))}")
-        for path in md.signed.targets:
-            validate_target_path(path)
-        if md.signed.delegations is not None:
-            raise BadInputError(f"{role} may not delegate further")
-        self.check_threshold(role, md)
-
     # -- writing ----------------------------------------------------------------------------------
 
     def write(self, role: str, md: Metadata[Any]) -> None:
@@ -486,22 +447,3 @@ class OtaRepository(Repository):
                 self.do_timestamp(force=True)
                 done.append(Timestamp.type)
         return done
-
-
-def open_repository(root: Path) -> OtaRepository:
-    """Open the repository at `root` for reading or writing.
-
-    Raises:
-        BadInputError: no repository there.
-    """
-    return OtaRepository.load(root)
-
-
-__all__ = [
-    "KeyError_",
-    "OtaRepository",
-    "RepositoryError",
-    "metadata_filename",
-    "open_repository",
-    "save_config",
-]

@@ -21,6 +21,7 @@ from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization import DeserializationError
 
+from repository.delegations import validate_delegated_update
 from repository.errors import BadInputError, KeyError_, RepositoryError, ThresholdError
 from repository.fsutil import atomic_copy_hashed, atomic_write
 from repository.manager import OtaRepository, metadata_filename
@@ -119,7 +120,7 @@ def _check_delegation(repo: OtaRepository, role: str, md: Metadata[Targets]) -> 
             f"version {current} (expected {current + 1})"
         )
     try:
-        repo.validate_delegated_update(role, md)
+        validate_delegated_update(repo, role, md)
     except ThresholdError as e:
         raise NotAuthorized(str(e)) from None
     except BadInputError as e:

@@ -17,6 +17,7 @@ import click
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
+from repository.delegations import validate_delegated_update
 from repository.errors import BadInputError, ThresholdError
 from repository.keys import find_signer
 from repository.manager import OtaRepository
@@ -103,7 +104,7 @@ def publish_local(
         md, infos = build_update(repo, role, uri, files)
         staged = False
         try:
-            repo.validate_delegated_update(role, md)
+            validate_delegated_update(repo, role, md)
         except ThresholdError:
             staged = True  # every other check passed: only signatures are missing
         for (local, path, custom), expected in zip(files, infos, strict=True):

@@ -13,6 +13,7 @@ from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
 from repository import keys
+from repository.delegations import validate_delegated_update
 from repository.errors import ThresholdError
 from repository.manager import OtaRepository
 from tests.helpers.ceremony import Ceremony, client, production_repo, use_passphrase
@@ -167,7 +168,7 @@ def test_revoked_publisher_key_cannot_publish_and_runbook_recovers(
     upload.signatures.clear()
     upload.sign(keys.load_signer(c.uri("pub-x"), c.key("pub-x")))
     with pytest.raises(ThresholdError, match="not signed by enough keys"):
-        repo.validate_delegated_update(ROLE, upload)
+        validate_delegated_update(repo, ROLE, upload)
     _force_role(c, "pub-x", {evil.path: evil})
     with pytest.raises(UnsignedMetadataError):
         _lookup(c, tmp_path / "d1", evil.path)
@@ -217,4 +218,4 @@ def test_publisher_metadata_is_the_exact_next_version(c: Ceremony, tmp_path: Pat
     repo = OtaRepository.load(c.repo_dir)
     replay = copy.deepcopy(md)
     with pytest.raises(Exception, match="version 2 does not follow the published v2"):
-        repo.validate_delegated_update(ROLE, replay)
+        validate_delegated_update(repo, ROLE, replay)

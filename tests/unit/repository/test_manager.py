@@ -9,6 +9,7 @@ import pytest
 
 from repository import audit, keys
 from repository.create import init_dev
+from repository.delegations import validate_delegated_update
 from repository.errors import BadInputError, CorruptRepositoryError
 from repository.manager import OtaRepository
 from repository.verify import verify_repository
@@ -104,4 +105,4 @@ def test_a_hash_bin_is_never_accepted_as_a_publisher_upload(repo_dir: Path) -> N
     repo = OtaRepository.load(repo_dir)
     forged = Metadata(Targets(version=2))
     with pytest.raises(BadInputError, match="hash bin"):
-        repo.validate_delegated_update("bins-0", forged)
+        validate_delegated_update(repo, "bins-0", forged)
