@@ -68,33 +68,34 @@ def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point: library errors become one line on stderr and exit code 1."""
+def run_cli(group: click.Group, prog: str, argv: list[str] | None) -> NoReturn:
+    """Run a click group as a program: every error becomes one line on stderr and exit code 1
+    (2 for a usage error); a traceback only with --debug."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="ota-repo", standalone_mode=False)
+        group.main(args=argv, prog_name=prog, standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("ota-repo: aborted", err=True)
-        sys.exit(1)
-    except click.ClickException as e:
-        if debug:
-            raise
-        click.echo(f"ota-repo: {e.format_message()}", err=True)
-        sys.exit(1 if e.exit_code != 2 else 2)
-    except RepositoryError as e:
-        if debug:
-            raise
-        click.echo(f"ota-repo: {e}", err=True)
-        sys.exit(1)
-    except OSError as e:
-        if debug:
-            raise
-        where = f": {e.filename}" if e.filename else ""
-        click.echo(f"ota-repo: {e.strerror or e}{where}", err=True)
+        click.echo(f"{prog}: aborted", err=True)
         sys.exit(1)
     except Exception as e:
         if debug:
             raise
-        click.echo(f"ota-repo: unexpected error: {type(e).__name__}: {e}", err=True)
-        sys.exit(1)
+        click.echo(f"{prog}: {describe(e)}", err=True)
+        sys.exit(2 if isinstance(e, click.UsageError) else 1)
     sys.exit(0)
+
+
+def describe(e: Exception) -> str:
+    if isinstance(e, click.ClickException):
+        return e.format_message()
+    if isinstance(e, RepositoryError):
+        return str(e)
+    if isinstance(e, OSError):
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror or e}{where}"
+    return f"unexpected error: {type(e).__name__}: {e}"
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of `ota-repo`."""
+    run_cli(cli, "ota-repo", argv)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import sys
 from typing import NoReturn
 
 import click
 
 import repository.publisher as _package
-from repository.errors import RepositoryError
+from repository.cli._base import run_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,27 +27,6 @@ def _register_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point: errors become one line on stderr and exit code 1."""
+    """Entry point of `ota-publish`."""
     _register_commands()
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    try:
-        cli.main(args=argv, prog_name="ota-publish", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("ota-publish: aborted", err=True)
-        sys.exit(1)
-    except click.ClickException as e:
-        if debug:
-            raise
-        click.echo(f"ota-publish: {e.format_message()}", err=True)
-        sys.exit(2 if isinstance(e, click.UsageError) else 1)
-    except (RepositoryError, OSError) as e:
-        if debug:
-            raise
-        click.echo(f"ota-publish: {e}", err=True)
-        sys.exit(1)
-    except Exception as e:
-        if debug:
-            raise
-        click.echo(f"ota-publish: unexpected error: {type(e).__name__}: {e}", err=True)
-        sys.exit(1)
-    sys.exit(0)
+    run_cli(cli, "ota-publish", argv)
