@@ -347,6 +347,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(min(length, 1024 * 1024)) if length else b""
         path = urlsplit(self.path).path
         self.server.record("POST", path.lstrip("/"), None)
+        for rule in self.server.rules:
+            if rule.matches(path.lstrip("/")):
+                rule.hits += 1
+                rule.action(self, b'{"status": "recorded"}' + b" " * 256)
+                return
         if path == "/api/v1/reports":
             try:
                 self.server.reports.append(json.loads(body))
