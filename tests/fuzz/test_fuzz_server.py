@@ -39,6 +39,7 @@ from tests.helpers.server_repo import make_delegated_repo, publisher_update
 
 SENTINEL = b"SENTINEL-never-served-5d1c9e"
 FW = b"\x7fELF model-x 1.0.0 " * 400
+FW_Y = b"\x7fELF model-y 1.0.0 " * 400
 FUZZ = settings(
     max_examples=150,
     deadline=None,
@@ -63,6 +64,7 @@ class Served:
     root: Path
     token: str
     sha: str
+    sha_y: str
     apps: dict[str, Flask]
 
     def tree(self) -> dict[str, str]:
@@ -82,20 +84,22 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OTA_KEY_PASSPHRASE", PASSPHRASE)
         repo = make_delegated_repo(folder / "repo", ("model-x", "model-y"))
-        metadata, _files = publisher_update(
-            repo, "model-x", {"firmware/model-x/fw-1.0.0.bin": FW}, tmp=folder / "publisher"
-        )
         setup = create_app({"repo": str(repo.root), "device_auth": False})
-        answer = setup.test_client().post(
-            "/api/v1/publish",
-            content_type="multipart/form-data",
-            data={
-                "role": "model-x",
-                "metadata": (io.BytesIO(metadata), "m.json"),
-                "target": [(io.BytesIO(FW), "firmware/model-x/fw-1.0.0.bin")],
-            },
-        )
-        assert answer.status_code == 201, answer.json
+        for hwid, data in (("model-x", FW), ("model-y", FW_Y)):
+            path = f"firmware/{hwid}/fw-1.0.0.bin"
+            metadata, _files = publisher_update(
+                repo, hwid, {path: data}, tmp=folder / "publisher" / hwid
+            )
+            answer = setup.test_client().post(
+                "/api/v1/publish",
+                content_type="multipart/form-data",
+                data={
+                    "role": hwid,
+                    "metadata": (io.BytesIO(metadata), "m.json"),
+                    "target": [(io.BytesIO(data), path)],
+                },
+            )
+            assert answer.status_code == 201, answer.json
         token = add_device(RepoPaths(repo.root), "dev-x1", "model-x")
         root = repo.root
         for secret in (
@@ -115,7 +119,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             "auth": create_app({**common, "device_auth": True}),
             "open": create_app({**common, "device_auth": False}),
         }
-        yield Served(folder, root, token, hashlib.sha256(FW).hexdigest(), apps)
+        yield Served(
+            folder,
+            root,
+            token,
+            hashlib.sha256(FW).hexdigest(),
+            hashlib.sha256(FW_Y).hexdigest(),
+            apps,
+        )
 
 
 def assert_harmless(status: int, body: bytes, where: str) -> None:
@@ -173,6 +184,7 @@ SEGMENTS = [
     "a" * 300,
     "{SHA}.fw-1.0.0.bin",
     "%7bSHA%7d.fw-1.0.0.bin",
+    "{SHA_Y}.fw-1.0.0.bin",
     "..;",
     "%u002e",
     " ",
@@ -230,7 +242,11 @@ headers = st.dictionaries(
 
 
 def fill(text: str, served: Served) -> str:
-    return text.replace("{SHA}", served.sha).replace("{TOKEN}", served.token)
+    return (
+        text.replace("{SHA}", served.sha)
+        .replace("{SHA_Y}", served.sha_y)
+        .replace("{TOKEN}", served.token)
+    )
 
 
 @FUZZ
@@ -246,6 +262,13 @@ def fill(text: str, served: Served) -> str:
 @example(app="open", method="GET", path=REACHABLE[2], head={"Range": "bytes=10-20"}, body=b"")
 @example(
     app="auth", method="GET", path=REACHABLE[2], head={"Authorization": "Bearer {TOKEN}"}, body=b""
+)
+@example(
+    app="auth",
+    method="GET",
+    path="/targets/firmware/model-y/{SHA_Y}.fw-1.0.0.bin",
+    head={"Authorization": "Bearer {TOKEN}"},
+    body=b"",
 )
 @example(app="open", method="GET", path="/targets/firmware/model-x/link-out.bin", head={}, body=b"")
 @example(app="open", method="GET", path="/metadata/9.link.json", head={}, body=b"")
@@ -265,7 +288,10 @@ def test_fuzz_routes(
     if reachable and app == "open" and method == "GET":
         assert response.status_code in (200, 206), (path, response.status_code)
     if response.status_code in (200, 206) and path.startswith("/targets/") and method == "GET":
-        assert FW.find(response.get_data()) >= 0  # only ever the published firmware's bytes
+        body = response.get_data()
+        assert FW.find(body) >= 0 or FW_Y.find(body) >= 0  # only published firmware bytes
+        if app == "auth":  # the model-x device's token: never model-y's firmware
+            assert FW_Y.find(body) < 0 or FW.find(body) >= 0, f"model-y firmware for {path}"
     assert served.tree() == before
 
 
