@@ -242,6 +242,37 @@ def test_compromised_key_below_threshold(
         a.refused(out, "UnsignedMetadataError", expect, event=FAILED_CHECK)
 
 
+@pytest.mark.parametrize("role", ["root", "timestamp", "firmware-model-x"])
+def test_retired_keys_after_rotation(lab: Lab, attack: Callable[..., Attempt], role: str) -> None:
+    """The security team rotated a role's keys after they were stolen; the thief still holds
+    every retired key (a full threshold of them) and signs new metadata with it."""
+    retired = lab.repo.rotate_keys(role)
+    lab.repo.publish(force=["targets"])
+    assert lab.device.ok("check")["update_available"] is False  # the device knows the rotation
+    evil = lab.repo.fork()
+    evil.sign_with[role] = retired[: evil.threshold]
+    may_change: tuple[str, ...] = ()
+    if role == "root":
+        for keyid in list(evil.root.roles["targets"].keyids):
+            evil.root.revoke_key(keyid, "targets")
+        mine = CryptoSigner.generate_ed25519()
+        evil.root.add_key(mine.public_key, "targets")
+        evil.root.roles["targets"].threshold = 1
+        evil.publish_root(signers=retired[: evil.threshold])
+    elif role == "timestamp":
+        evil.publish_timestamp()
+    else:
+        evil.add_firmware("model-x", "9.0.0", counter=9, salt="evil")
+        evil.publish()
+        may_change = ONLINE  # the stolen online keys sign the snapshot that points at it
+    lab.server.repo = evil
+    with attack(lab.device, f"retired {role} keys", may_change=may_change) as a:
+        out = lab.device.run("update")
+        a.refused(
+            out, "UnsignedMetadataError", f"{role} was signed by 0/2 keys", event=FAILED_CHECK
+        )
+
+
 def test_compromised_publisher_key_outside_delegated_paths(
     lab: Lab, attack: Callable[..., Attempt]
 ) -> None:
