@@ -1,12 +1,14 @@
 """A malicious HTTPS server on 127.0.0.1 (port 0) that the real `ota-client` process talks to.
 
-It serves whatever repository it is pointed at (`server.repo`, a `RepositorySimulator` or a
-fork of it: an attacker's mirror), and a list of `Rule`s rewrites answers on the way out:
-replayed or swapped bytes, error statuses, truncated bodies, wrong content types, extra or
-endless data, and a trickle of one byte just before each socket timeout. Every stream is bounded
-(`max_seconds`, `max_bytes`) and stops by itself, and `stop()` ends them all. The TLS certificate
-chains to a test CA that the device pins, so this is the strongest network attacker short of a
-stolen CA: it controls every byte the device receives.
+It serves whatever repository it is pointed at (`server.repo`: a `RepositorySimulator`, a fork
+of it as an attacker's mirror, or an `UpstreamMirror` that makes it a man in the middle in front
+of the real update server), and a list of `Rule`s rewrites answers on the way out (GET, and the
+device's report POSTs): replayed or swapped bytes, error statuses, redirects, truncated bodies,
+wrong content types, header floods, gzip bombs, lying ranges, extra or endless data, and a
+trickle of one byte just before each socket timeout. Every stream is bounded (`max_seconds`,
+`max_bytes`) and stops by itself, and `stop()` ends them all. The TLS certificate chains to a
+test CA that the device pins, so this is the strongest network attacker short of a stolen CA:
+it controls every byte the device receives.
 """
 
 from __future__ import annotations
