@@ -81,15 +81,20 @@ def test_man_in_the_middle_without_the_pinned_ca(
 
 # -- endless data ------------------------------------------------------------------------------
 
-ENDLESS = {
-    "timestamp": ("metadata/timestamp.json", "metadata refresh failed"),
-    "gzip-bomb-timestamp": ("metadata/timestamp.json", "metadata refresh failed"),
-    "gzip-bomb-image": (IMAGE, "the server sent more than the"),
-    "root": ("metadata/2.root.json", "metadata refresh failed"),
-    "delegated-role": ("metadata/*.firmware-model-x.json", "looking up"),
-    "snapshot": ("metadata/*.snapshot.json", "metadata refresh failed"),
-    "image": (IMAGE, "the server sent more than the"),
-    "image-with-length": (IMAGE, "the server sent more than the"),
+LIMIT = "exceeding the maximum allowed length of"  # ngclient's UpdaterConfig limits
+TOO_LONG = "the server sent more than the"  # the signed target length
+ENDLESS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "timestamp": ("metadata/timestamp.json", ("metadata refresh failed", f"{LIMIT} 16384")),
+    "gzip-bomb-timestamp": (
+        "metadata/timestamp.json",
+        ("metadata refresh failed", f"{LIMIT} 16384"),
+    ),
+    "gzip-bomb-image": (IMAGE, (f"refused {V2}", f"{TOO_LONG} 8192 bytes")),
+    "root": ("metadata/2.root.json", ("metadata refresh failed", f"{LIMIT} 512000")),
+    "delegated-role": ("metadata/*.firmware-model-x.json", ("looking up", f"{LIMIT} 5000000")),
+    "snapshot": ("metadata/*.snapshot.json", ("metadata refresh failed", f"{LIMIT} 2000000")),
+    "image": (IMAGE, (f"refused {V2}", f"{TOO_LONG} 8192 bytes")),
+    "image-with-length": (IMAGE, (f"refused {V2}", f"{TOO_LONG} 8192 bytes")),
 }
 
 
@@ -118,7 +123,7 @@ def test_endless_data_attack(lab: Lab, attack: Callable[..., Attempt], where: st
     with attack(lab.device, may_change=may_change) as a:
         out = lab.device.run("update")
         event = FAILED_VERIFY if "image" in where else FAILED_CHECK
-        a.refused(out, expect, event=event)
+        a.refused(out, *expect, event=event)
     lab.recovers("2.0.0")
 
 
@@ -215,7 +220,7 @@ FAULTS: dict[str, tuple[str, Any, tuple[str, ...], dict[str, str]]] = {
     "header-flood-on-timestamp": (
         "metadata/timestamp.json",
         header_flood(),
-        ("metadata refresh failed",),
+        ("metadata refresh failed", "connection failed"),
         FAILED_CHECK,
     ),
     "500-on-snapshot": (
@@ -234,14 +239,19 @@ FAULTS: dict[str, tuple[str, Any, tuple[str, ...], dict[str, str]]] = {
     "truncated-snapshot": (
         "metadata/*.snapshot.json",
         truncate(0.5),
-        ("metadata refresh failed",),
+        ("metadata refresh failed", "connection broken mid-transfer"),
         FAILED_CHECK,
     ),
-    "truncated-image": (IMAGE, truncate(0.5), (f"download of {V2} failed",), FAILED_DOWNLOAD),
+    "truncated-image": (
+        IMAGE,
+        truncate(0.5),
+        (f"download of {V2} failed (it will resume)", "connection broken mid-transfer"),
+        FAILED_DOWNLOAD,
+    ),
     "html-instead-of-snapshot": (
         "metadata/*.snapshot.json",
         wrong_content_type(),
-        ("metadata refresh failed",),
+        ("metadata refresh failed", "DeserializationError"),
         FAILED_CHECK,
     ),
     "html-instead-of-image": (
