@@ -123,32 +123,38 @@ class Device:
         ConfigError: the token file cannot be read.
         """
         if self._fetcher is None:
-            server = self.config.server
-            token = None
-            if server.token_file is not None:
-                try:
-                    token = server.token_file.read_text(encoding="utf-8").strip()
-                except OSError as e:
-                    raise ConfigError(f"cannot read token file {server.token_file}") from e
-                if not token or any(c.isspace() for c in token):
-                    raise ConfigError(f"token file {server.token_file} holds no single token")
-            cert = None
-            if server.client_cert is not None and server.client_key is not None:
-                cert = (server.client_cert, server.client_key)
-            self._fetcher = DeviceFetcher(
-                ca_bundle=server.ca_bundle,
-                token=token,
-                client_cert=cert,
-                limits=FetchLimits(
-                    server.connect_timeout,
-                    server.read_timeout,
-                    server.max_download_seconds,
-                    server.min_rate_bytes,
-                    server.min_rate_grace_seconds,
-                ),
-                stop=self.stop,
-            )
+            self._fetcher = self._new_fetcher()
         return self._fetcher
+
+    def _new_fetcher(self) -> DeviceFetcher:
+        """Raises:
+        ConfigError: the token file cannot be read.
+        """
+        server = self.config.server
+        token = None
+        if server.token_file is not None:
+            try:
+                token = server.token_file.read_text(encoding="utf-8").strip()
+            except OSError as e:
+                raise ConfigError(f"cannot read token file {server.token_file}") from e
+            if not token or any(c.isspace() for c in token):
+                raise ConfigError(f"token file {server.token_file} holds no single token")
+        cert = None
+        if server.client_cert is not None and server.client_key is not None:
+            cert = (server.client_cert, server.client_key)
+        return DeviceFetcher(
+            ca_bundle=server.ca_bundle,
+            token=token,
+            client_cert=cert,
+            limits=FetchLimits(
+                server.connect_timeout,
+                server.read_timeout,
+                server.max_download_seconds,
+                server.min_rate_bytes,
+                server.min_rate_grace_seconds,
+            ),
+            stop=self.stop,
+        )
 
     def tuf(self) -> TufClient:
         """A fresh ngclient session from the provisioned trusted root.
@@ -171,14 +177,34 @@ class Device:
             bootstrap=bootstrap,
         )
 
-    def flush_reports(self) -> int:
-        """Send queued reports; never raises for network trouble."""
+    def flush_reports(self, *, budget: float | None = None) -> None:
+        """Send queued reports, giving up after `budget` seconds (default: twice the read
+        timeout); never raises. Reports are best effort: whatever is not accepted in time stays
+        queued, and a slow server never holds a boot or an update."""
+        if not self.config.server.reports_url or not self.reports.pending():
+            return
+        if budget is None:
+            budget = 2 * self.config.server.read_timeout
         try:
-            return self.reports.flush(self.fetcher(), self.config.server.reports_url,
-                                      timeout=self.config.server.read_timeout)
-        except (ConfigError, StorageError) as e:
+            fetcher = self._new_fetcher()  # its own session: the sender may outlive this call
+        except ConfigError as e:
             logger.warning("reports not sent: %s", e)
-            return 0
+            return
+
+        def send() -> None:
+            try:
+                self.reports.flush(fetcher, self.config.server.reports_url,
+                                   timeout=min(budget, self.config.server.read_timeout))
+            except StorageError as e:
+                logger.warning("reports not sent: %s", e)
+            finally:
+                fetcher.close()
+
+        sender = threading.Thread(target=send, name="reports", daemon=True)
+        sender.start()
+        sender.join(budget)
+        if sender.is_alive():
+            logger.warning("the report server is too slow: reports stay queued")
 
     def report(self, event: str, result: str, version: str, slot: str | None,
                reason: str | None) -> None:

@@ -164,7 +164,8 @@ class DeviceFetcher(FetcherInterface):
         )
 
     def post_json(self, url: str, body: bytes, *, timeout: float) -> int:
-        """POST a JSON body; returns the HTTP status.
+        """POST a JSON body; returns the HTTP status (the answer's body is never read, so a
+        server trickling it cannot hold the caller).
 
         Raises:
             exceptions.DownloadError: the server could not be reached.
@@ -177,6 +178,7 @@ class DeviceFetcher(FetcherInterface):
                 headers={"Content-Type": "application/json"},
                 timeout=(min(timeout, self.limits.connect_timeout), timeout),
                 allow_redirects=False,
+                stream=True,
             )
         except requests.RequestException as e:
             raise exceptions.DownloadError(f"cannot post to {url}: {_reason(e)}") from e

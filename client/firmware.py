@@ -28,6 +28,8 @@ Version = tuple[int, ...]
 
 _VERSION = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,7}$")
 _HWID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")
+# One path segment, as the repository validates them (never ".", "..", empty or escaped).
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}$")
 _MAX_COUNTER = 2**63 - 1
 FIRMWARE_PREFIX = "firmware/"
 
@@ -120,6 +122,9 @@ class Firmware:
 
 def _check_path(path: str, version: Version) -> None:
     parts = path.split("/")
+    if not all(_SEGMENT.match(part) for part in parts):
+        # the repository never publishes such names: %-escapes, backslashes, "..", spaces
+        raise FirmwareFormatError(f"{path!r}: target path has characters outside [A-Za-z0-9._+-]")
     if len(parts) != 3 or parts[0] != "firmware" or not parts[2].endswith(".bin"):
         raise FirmwareFormatError(
             f"{path}: firmware paths are firmware/<hwid>/<name>-<version>.bin"
@@ -143,13 +148,19 @@ def check_policy(
         security_counter: The device's monotonic security counter.
 
     Raises:
-        WrongHardwareError: the image is for another model.
+        WrongHardwareError: the image is for another model, or published outside this model's
+            folder (only the role delegated `firmware/<hwid>/` speaks for that model).
         NotNewerError: the image is not strictly newer than the installed one.
         SecurityCounterError: the image's security counter is below the device's.
     """
     if hardware_id not in fw.hardware_ids:
         raise WrongHardwareError(
             f"refused {fw.path}: built for {', '.join(fw.hardware_ids)}, "
+            f"this device is {hardware_id}"
+        )
+    if not fw.path.startswith(hardware_prefix(hardware_id)):
+        raise WrongHardwareError(
+            f"refused {fw.path}: published outside {hardware_prefix(hardware_id)}, "
             f"this device is {hardware_id}"
         )
     if installed is not None and fw.version <= installed:

@@ -77,7 +77,11 @@ def test_malformed_targets(kwargs: dict[str, Any], message: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["firmware/model-x/fw-1.4.2.img", "firmware/fw-1.4.2.bin",
-                                  "other/model-x/fw-1.4.2.bin", "firmware/model-x/-1.4.2.bin"])
+                                  "other/model-x/fw-1.4.2.bin", "firmware/model-x/-1.4.2.bin",
+                                  "firmware/model-x/..%2f..%2fpwned-fw-1.4.2.bin",
+                                  "firmware/model-x/..\\pwned-fw-1.4.2.bin",
+                                  "firmware/../fw-1.4.2.bin", "firmware/model-x/.fw-1.4.2.bin",
+                                  "firmware//fw-1.4.2.bin", "firmware/model x/fw-1.4.2.bin"])
 def test_bad_paths(path: str) -> None:
     with pytest.raises(FirmwareFormatError):
         Firmware.from_target(_target(path))
@@ -101,3 +105,13 @@ def test_policy() -> None:
         check_policy(fw, hardware_id="model-x", installed=(1, 10), security_counter=0)
     with pytest.raises(SecurityCounterError, match="security counter 3 is below the device's 4"):
         check_policy(fw, hardware_id="model-x", installed=(1,), security_counter=4)
+
+
+def test_only_this_models_folder_speaks_for_it() -> None:
+    """An image in model-y's folder claiming to fit model-x too (model-y's publisher key is not
+    model-x's) is refused on model-x."""
+    fw = Firmware.from_target(_target("firmware/model-y/fw-1.4.2.bin",
+                                      hardware_ids=["model-x", "model-y"]))
+    check_policy(fw, hardware_id="model-y", installed=None, security_counter=0)
+    with pytest.raises(WrongHardwareError, match="published outside firmware/model-x/"):
+        check_policy(fw, hardware_id="model-x", installed=None, security_counter=0)
