@@ -124,7 +124,9 @@ def _check_path(path: str, version: Version) -> None:
     parts = path.split("/")
     if not all(_SEGMENT.match(part) for part in parts):
         # the repository never publishes such names: %-escapes, backslashes, "..", spaces
-        raise FirmwareFormatError(f"{path!r}: target path has characters outside [A-Za-z0-9._+-]")
+        raise FirmwareFormatError(
+            f"{path!r}: firmware names use only [A-Za-z0-9._+-] in each path segment"
+        )
     if len(parts) != 3 or parts[0] != "firmware" or not parts[2].endswith(".bin"):
         raise FirmwareFormatError(
             f"{path}: firmware paths are firmware/<hwid>/<name>-<version>.bin"
