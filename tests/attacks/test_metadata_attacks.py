@@ -301,14 +301,6 @@ def test_compromised_publisher_key_outside_delegated_paths(
     lab.recovers("2.0.0")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "client/firmware.py _check_path does not compare the <hwid> path segment with the device's "
-        "hardware id, so an explicit `update --target firmware/model-y/...` accepts an image that "
-        "model-y's publisher labelled for model-x"
-    ),
-)
 def test_compromised_publisher_key_claims_another_model_in_its_own_folder(
     lab: Lab, attack: Callable[..., Attempt]
 ) -> None:
@@ -323,7 +315,11 @@ def test_compromised_publisher_key_claims_another_model_in_its_own_folder(
     lab.server.repo = evil
     with attack(lab.device, may_change=(*ONLINE, "metadata:firmware-model-y.json")) as a:
         out = lab.device.run("update", "--target", path)
-        a.refused(out, path, event={"event": "check", "result": "refused"})
+        a.refused(
+            out,
+            f"refused {path}: published outside firmware/model-x/, this device is model-x",
+            event={"event": "check", "result": "refused"},
+        )
 
 
 def test_delegated_role_swapped_between_hardware_models(

@@ -210,6 +210,29 @@ def trickle(*, interval: float, max_seconds: float = 30.0) -> Action:
     return act
 
 
+def trickle_answer(
+    answer: bytes = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}",
+    *,
+    interval: float,
+    max_seconds: float = 30.0,
+) -> Action:
+    """Send a whole raw answer, status line first, one byte every `interval` seconds: the
+    client cannot even learn the status before the server lets it."""
+
+    def act(h: _Handler, _: bytes | None) -> None:
+        h.close_connection = True
+        deadline = time.monotonic() + max_seconds
+        for byte in answer:
+            if time.monotonic() >= deadline or h.stopping():
+                h.note("trickle stopped by its own bound")
+                return
+            if not h.write(bytes([byte])):
+                return
+            h.server.stop_event.wait(interval)
+
+    return act
+
+
 def replace_bytes(offset: int, new: bytes) -> Action:
     """The real file with `new` written over it at `offset` (same length: a bit-flipper)."""
 
@@ -471,6 +494,7 @@ __all__ = [
     "serve_bytes",
     "status",
     "trickle",
+    "trickle_answer",
     "truncate",
     "wrong_content_type",
 ]
