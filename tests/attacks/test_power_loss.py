@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +110,13 @@ def test_power_loss_at_random_times(lab: Lab) -> None:
         assert verified_boot(lab, dev) in ("1.0.0", "2.0.0"), f"seed {seed}, trial {trial}"
     finish(lab, dev, "2.0.0")
     assert kills > 0, f"seed {seed}: no run was cut"
+
+
+def test_power_loss_matrix_covers_every_kill_point() -> None:
+    """Every step the client can be cut at (its `kill_point` calls) is in the matrix above."""
+    client = Path(__file__).resolve().parents[2] / "client"
+    steps = set()
+    for path in client.rglob("*.py"):
+        steps |= set(re.findall(r'kill_point\("([a-z0-9-]+)"\)', path.read_text()))
+    assert steps, "no kill points found in client/"
+    assert steps == {*INSTALL_STEPS, *BOOT_STEPS, "boot-fell-back"}
