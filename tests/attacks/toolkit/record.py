@@ -6,7 +6,14 @@ test states the refusal it expects with `a.refused(outcome, ...)` (or `a.ignored
 defence is that the device never even considers the bad data); that call asserts the exit code,
 the one-line message and the event log record, and only when all of them hold counts the attack
 *refused*. Leaving the block reads the protected state again and counts a *device change* when
-anything differs; the test then fails. The suite's summary line adds these counters up.
+anything differs; the test then fails. The only exceptions are the keys a test names in
+`may_change`, each for a stated reason (honest metadata that is new to the device, or metadata
+signed with the online keys the attacker legitimately holds in that scenario). The active slot,
+its bytes and the installed version are among them only where the defence itself is a move to
+another verified image (a tampered active slot falls back to the verified spare) or where an
+honest update commits while the attack is on another channel (a slow report answer); those
+tests assert the exact state the device ends in. The security counter is never among them.
+The event log's hash chain must hold afterwards. The suite's summary line adds these up.
 """
 
 from __future__ import annotations
