@@ -70,7 +70,7 @@ def _fallback(device: Device, state: DeviceState, boot: BootState, reason: str,
     kill_point("boot-fell-back")
     active = state.slots[boot.active]
     version = active.version_text if active else None
-    device.events.append("rollback", result="rolled-back", slot=boot.active,
+    device.log("rollback", result="rolled-back", slot=boot.active,
                          from_version=record.version_text if record else None,
                          to_version=version, target=record.target.path if record else None,
                          reason=reason)
@@ -94,7 +94,7 @@ def _boot_committed(device: Device, state: DeviceState, boot: BootState) -> Boot
             if record.security_counter > state.security_counter:
                 state.security_counter = record.security_counter  # finish a cut commit
                 device.store.save(state)
-            device.events.append("boot", result="ok", slot=name, to_version=record.version_text)
+            device.log("boot", result="ok", slot=name, to_version=record.version_text)
             return BootResult(name, record.version_text)
     # The committed slot does not verify: the other one may, if it is not below the counter.
     other = other_slot(name)
@@ -107,11 +107,11 @@ def _boot_committed(device: Device, state: DeviceState, boot: BootState) -> Boot
         else:
             device.bootctl.write(BootState(other))
             reason = f"committed slot {name} does not verify ({problem})"
-            device.events.append("rollback", result="rolled-back", slot=other,
+            device.log("rollback", result="rolled-back", slot=other,
                                  to_version=spare.version_text, reason=reason)
             device.report("rollback", "rolled-back", spare.version_text, other, reason)
             return BootResult(other, spare.version_text, rolled_back=True, reason=reason)
-    device.events.append("boot", result="failed", slot=name, reason=problem)
+    device.log("boot", result="failed", slot=name, reason=problem)
     raise BootError(f"no bootable slot: slot {name}: {problem}")
 
 
@@ -151,7 +151,7 @@ def _boot(device: Device, state: DeviceState, bootstate: BootState) -> BootResul
     except VerificationError as e:
         return _fallback(device, state, bootstate, f"trial image does not verify: {e}",
                          reject=False)
-    device.events.append("boot", result="trial", slot=trial, to_version=record.version_text,
+    device.log("boot", result="trial", slot=trial, to_version=record.version_text,
                          reason=f"try {used} of {max_tries}")
     problem = health_check(device, trial, record)
     kill_point("boot-health-checked")
@@ -163,7 +163,7 @@ def _boot(device: Device, state: DeviceState, bootstate: BootState) -> BootResul
     state.security_counter = max(state.security_counter, record.security_counter)
     state.pending_trial = None
     device.store.save(state)
-    device.events.append("commit", result="ok", slot=trial, target=record.target.path,
+    device.log("commit", result="ok", slot=trial, target=record.target.path,
                          from_version=previous.version_text if previous else None,
                          to_version=record.version_text)
     device.report("commit", "committed", record.version_text, trial,
@@ -182,7 +182,7 @@ def _settle_pending(device: Device, state: DeviceState, bootstate: BootState) ->
     if name == bootstate.active and record is not None:
         state.security_counter = max(state.security_counter, record.security_counter)
         device.store.save(state)
-        device.events.append("commit", result="ok", slot=name, target=record.target.path,
+        device.log("commit", result="ok", slot=name, target=record.target.path,
                              to_version=record.version_text,
                              reason="completed after a power cut")
         device.report("commit", "committed", record.version_text, name,
@@ -193,7 +193,7 @@ def _settle_pending(device: Device, state: DeviceState, bootstate: BootState) ->
     device.store.save(state)
     active = state.slots[bootstate.active]
     reason = "boot tries exhausted (the bootloader fell back)"
-    device.events.append("rollback", result="rolled-back", slot=bootstate.active,
+    device.log("rollback", result="rolled-back", slot=bootstate.active,
                          from_version=record.version_text if record else None,
                          to_version=active.version_text if active else None,
                          target=record.target.path if record else None, reason=reason)

@@ -17,11 +17,11 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from client.config import SLOT_NAMES
 from client.errors import StorageError
-from client.storage import FILE_MODE, read_json, write_json
+from client.storage import FILE_MODE, read_checked, write_checked
 
 
 @dataclass(frozen=True)
@@ -64,21 +64,23 @@ class FileBootControl:
 
     def read(self) -> BootState:
         """Raises:
-        StorageError: the file is unreadable or inconsistent.
+        StorageError: both copies are damaged.
         """
-        data = read_json(self.path, {"active": "A"})
-        try:
-            state = BootState(str(data["active"]), data.get("trial"), int(data.get("tries", 0)))
-        except (KeyError, TypeError, ValueError) as e:
-            raise StorageError(f"{self.path} is malformed") from e
-        return state.validate()
+        return read_checked(self.path, {"active": "A"}, _parse)
 
     def write(self, state: BootState) -> None:
         """Raises:
         StorageError: the file cannot be written.
         """
-        write_json(self.path, {"active": state.validate().active, "trial": state.trial,
-                               "tries": state.tries})
+        write_checked(self.path, {"active": state.validate().active, "trial": state.trial,
+                                  "tries": state.tries})
+
+
+def _parse(data: Any) -> BootState:
+    tries = data.get("tries", 0)
+    if type(tries) is not int:
+        raise ValueError("tries is not an integer")
+    return BootState(str(data["active"]), data.get("trial"), tries).validate()
 
 
 class UBootEnvBootControl:

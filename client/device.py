@@ -206,6 +206,13 @@ class Device:
         if sender.is_alive():
             logger.warning("the report server is too slow: reports stay queued")
 
+    def log(self, event: str, **fields: Any) -> None:
+        """Append to the event log where a failure to log must not stop the work (booting)."""
+        try:
+            self.events.append(event, **fields)
+        except StorageError as e:
+            logger.warning("event not logged: %s", e)
+
     def report(self, event: str, result: str, version: str, slot: str | None,
                reason: str | None) -> None:
         """Queue a report (a failure to queue must not undo the work it reports)."""

@@ -82,8 +82,10 @@ class EventLog:
             if last is not None:
                 try:
                     seq = int(json.loads(last)["seq"]) + 1
-                except (ValueError, KeyError, TypeError) as e:
-                    raise StorageError(f"event log {self.path} ends with a bad record") from e
+                except (ValueError, KeyError, TypeError):
+                    # A damaged record: keep logging (chained to its bytes, numbered by
+                    # position); `log verify` still reports the damage.
+                    seq = os.pread(fd, good_size, 0).count(b"\n")
                 prev = _digest(last)
             record = {
                 "seq": seq,

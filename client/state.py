@@ -17,7 +17,7 @@ from tuf.api.metadata import TargetFile
 from client.config import SLOT_NAMES
 from client.errors import StorageError
 from client.firmware import Firmware, Version, parse_version
-from client.storage import read_json, write_json
+from client.storage import read_checked, read_json, write_checked, write_json
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,24 @@ class DeviceState:
         }
 
 
+def _parse(data: Any) -> DeviceState:
+    if data is None:
+        return DeviceState()
+    state = DeviceState(
+        slots={
+            name: (SlotRecord.from_dict(data["slots"][name]) if data["slots"].get(name) else None)
+            for name in SLOT_NAMES
+        },
+        security_counter=int(data["security_counter"]),
+        rejected=[{"path": str(r["path"]), "sha256": str(r["sha256"])}
+                  for r in data.get("rejected", [])],
+        pending_trial=data.get("pending_trial"),
+    )
+    if state.pending_trial not in (None, *SLOT_NAMES) or state.security_counter < 0:
+        raise ValueError("inconsistent state")
+    return state
+
+
 class StateStore:
     """Reads and writes `state.json` (and the download resume record)."""
 
@@ -88,33 +106,15 @@ class StateStore:
 
     def load(self) -> DeviceState:
         """Raises:
-        StorageError: the state file is unreadable or malformed.
+        StorageError: both copies of the state are damaged.
         """
-        data = read_json(self.path, None)
-        if data is None:
-            return DeviceState()
-        try:
-            state = DeviceState(
-                slots={
-                    name: (SlotRecord.from_dict(data["slots"][name])
-                           if data["slots"].get(name) else None)
-                    for name in SLOT_NAMES
-                },
-                security_counter=int(data["security_counter"]),
-                rejected=[dict(r) for r in data.get("rejected", [])],
-                pending_trial=data.get("pending_trial"),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise StorageError(f"{self.path} is malformed: {e}") from e
-        if state.pending_trial not in (None, *SLOT_NAMES):
-            raise StorageError(f"{self.path} is malformed: pending_trial")
-        return state
+        return read_checked(self.path, None, _parse)
 
     def save(self, state: DeviceState) -> None:
         """Raises:
         StorageError: it cannot be written.
         """
-        write_json(self.path, state.to_dict())
+        write_checked(self.path, state.to_dict())
 
     # -- download resume record ------------------------------------------------------------------
 

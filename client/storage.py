@@ -11,15 +11,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
+import logging
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from client.errors import InsecureStorageError, LockedError, StorageError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -65,6 +70,60 @@ def write_json(path: Path, value: Any) -> None:
         StorageError: the file cannot be written.
     """
     atomic_write(path, json.dumps(value, indent=1, sort_keys=True).encode() + b"\n")
+
+
+def _backup(path: Path) -> Path:
+    return path.with_name(path.name + ".bak")
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def write_checked(path: Path, value: Any) -> None:
+    """Write device state with a checksum, twice (`path`, then `path.bak`), each atomically:
+    like a bootloader's redundant environment, one damaged copy never loses the state.
+
+    Raises:
+        StorageError: a copy cannot be written.
+    """
+    doc = {"sha256": hashlib.sha256(_canonical(value)).hexdigest(), "state": value}
+    data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+    atomic_write(path, data)
+    atomic_write(_backup(path), data)
+
+
+def _read_copy(path: Path) -> Any:
+    doc = json.loads(path.read_bytes())
+    if not isinstance(doc, dict) or set(doc) != {"sha256", "state"}:
+        raise ValueError("not a checked state document")
+    if hashlib.sha256(_canonical(doc["state"])).hexdigest() != doc["sha256"]:
+        raise ValueError("checksum mismatch")
+    return doc["state"]
+
+
+def read_checked(path: Path, default: Any, validate: Callable[[Any], T]) -> T:
+    """Read state written by `write_checked`: the first copy that parses, matches its checksum
+    and passes `validate` wins; neither copy existing gives `validate(default)`.
+
+    Raises:
+        StorageError: a copy exists but none is intact.
+    """
+    problems = []
+    for copy in (path, _backup(path)):
+        try:
+            value = validate(_read_copy(copy))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, StorageError) as e:
+            problems.append(f"{copy.name}: {e}")
+            continue
+        if problems:
+            logger.warning("damaged state, using the intact copy: %s", "; ".join(problems))
+        return value
+    if problems:
+        raise StorageError(f"{path} is damaged and has no intact copy ({'; '.join(problems)})")
+    return validate(default)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

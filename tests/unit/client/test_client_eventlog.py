@@ -60,3 +60,15 @@ def test_torn_tail_is_reported_then_dropped(tmp_path: Path) -> None:
 
 def test_missing_log_is_empty(tmp_path: Path) -> None:
     assert EventLog(tmp_path / "none.log", "d").verify().records == 0
+
+
+def test_a_damaged_last_record_does_not_stop_logging(tmp_path: Path) -> None:
+    log = _log(tmp_path, 2)
+    path = tmp_path / "events.log"
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = b"not json at all"
+    path.write_bytes(b"\n".join(lines))
+    record = log.append("boot", result="ok")
+    assert record["seq"] == 2
+    with pytest.raises(LogCorruptError, match="line 2 is not a valid record"):
+        log.verify()  # the damage stays visible

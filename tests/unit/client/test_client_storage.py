@@ -14,7 +14,9 @@ from client.storage import (
     check_private_tree,
     ensure_private_dir,
     exclusive_lock,
+    read_checked,
     read_json,
+    write_checked,
     write_json,
 )
 
@@ -85,3 +87,32 @@ def test_lock_is_exclusive(data: Path) -> None:
         pass
     with exclusive_lock(data / "lock"):
         pass
+
+
+def _valid(value: object) -> dict[str, int]:
+    if not isinstance(value, dict) or not isinstance(value.get("n"), int):
+        raise ValueError("bad")
+    return value
+
+
+@pytest.mark.parametrize("damage", [b"", b"{", b'{"sha256": "0", "state": {"n": 1}}',
+                                    b'{"n": 7}'],
+                         ids=["empty", "torn", "bad-checksum", "unchecked"])
+def test_checked_state_survives_one_damaged_copy(data: Path, damage: bytes) -> None:
+    path = data / "s.json"
+    write_checked(path, {"n": 5})
+    path.write_bytes(damage)
+    assert read_checked(path, {"n": 0}, _valid) == {"n": 5}  # from the backup
+    write_checked(path, {"n": 6})
+    (data / "s.json.bak").write_bytes(damage)
+    assert read_checked(path, {"n": 0}, _valid) == {"n": 6}
+    path.write_bytes(damage)
+    with pytest.raises(StorageError, match="is damaged and has no intact copy"):
+        read_checked(path, {"n": 0}, _valid)
+
+
+def test_checked_state_default_and_validation(data: Path) -> None:
+    assert read_checked(data / "none.json", {"n": 0}, _valid) == {"n": 0}
+    write_checked(data / "v.json", {"n": "x"})
+    with pytest.raises(StorageError):
+        read_checked(data / "v.json", {"n": 0}, _valid)
