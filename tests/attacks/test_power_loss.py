@@ -86,15 +86,26 @@ def test_power_loss_during_fallback(lab: Lab) -> None:
 
 
 def test_power_loss_at_random_times(lab: Lab) -> None:
-    """SIGKILL at random moments of `update` and `boot` (seeded; the seed is printed)."""
+    """SIGKILL at random moments of `update` and `boot` (seeded; the seed is printed). Each
+    trial has real work to cut: a pending trial is booted, otherwise a newer release is
+    installed; the kill time is drawn within the time such a run has been seen to take."""
     seed = random.randrange(2**32)
     print(f"power-loss seed {seed}")
     rng = random.Random(seed)
-    lab.release("2.0.0", size=4 * SIZE)
     dev = lab.device
-    kills = 0
-    for trial in range(8):
-        command = "update" if trial % 3 != 2 else "boot"
+    took = {"update": 1.0, "boot": 0.6}  # seconds, refined by runs that were not cut
+    kills = trials = 0
+    release = 1
+    while kills < 6 and trials < 20:
+        trials += 1
+        status = dev.status()
+        if status["trial_slot"] is not None:
+            command = "boot"
+        else:
+            if status["installed_version"] == f"{release}.0.0":
+                release += 1
+                lab.release(f"{release}.0.0", size=4 * SIZE)
+            command = "update"
         proc = subprocess.Popen(
             [str(BIN / "ota-client"), "--config", str(dev.config_path), "--json", command],
             env=client_env(),
@@ -102,14 +113,19 @@ def test_power_loss_at_random_times(lab: Lab) -> None:
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.1, 1.2))
-        if proc.poll() is None:
+        started = time.monotonic()
+        try:
+            proc.wait(timeout=rng.uniform(0.25, 1.0) * took[command])  # past start-up, mostly
+        except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
+        else:
+            took[command] = max(0.2, time.monotonic() - started)
         proc.wait(timeout=60)
-        assert verified_boot(lab, dev) in ("1.0.0", "2.0.0"), f"seed {seed}, trial {trial}"
-    finish(lab, dev, "2.0.0")
-    assert kills > 0, f"seed {seed}: no run was cut"
+        booted = verified_boot(lab, dev)
+        assert booted in {f"{v}.0.0" for v in range(1, release + 1)}, f"seed {seed}"
+    finish(lab, dev, f"{release}.0.0")
+    assert kills >= 3, f"seed {seed}: only {kills} of {trials} runs were cut"
 
 
 def test_power_loss_matrix_covers_every_kill_point() -> None:
