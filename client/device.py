@@ -178,13 +178,19 @@ class Device:
         )
 
     def flush_reports(self, *, budget: float | None = None) -> None:
-        """Send queued reports, giving up after `budget` seconds (default: twice the read
-        timeout); never raises. Reports are best effort: whatever is not accepted in time stays
-        queued, and a slow server never holds a boot or an update."""
+        """Send queued reports; never raises. Reports are best effort: whatever is not accepted
+        stays queued. With a `budget` (the boot), sending runs in its own thread and session and
+        is abandoned after that many seconds, so a slow server never holds the boot; without,
+        it uses this device's session and its timeouts."""
         if not self.config.server.reports_url or not self.reports.pending():
             return
         if budget is None:
-            budget = 2 * self.config.server.read_timeout
+            try:
+                self.reports.flush(self.fetcher(), self.config.server.reports_url,
+                                   timeout=self.config.server.read_timeout)
+            except (ConfigError, StorageError) as e:
+                logger.warning("reports not sent: %s", e)
+            return
         try:
             fetcher = self._new_fetcher()  # its own session: the sender may outlive this call
         except ConfigError as e:
