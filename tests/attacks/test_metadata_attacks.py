@@ -126,6 +126,27 @@ def test_indefinite_freeze_attack(lab: Lab, attack: Callable[..., Attempt]) -> N
     lab.recovers("2.0.0")
 
 
+def test_freeze_attack_with_stolen_timestamp_key(lab: Lab, attack: Callable[..., Attempt]) -> None:
+    """The attacker holds the timestamp key: it keeps signing fresh timestamps that point at
+    the snapshot the device already has, hiding every release. The freeze still ends when that
+    snapshot expires (it was signed with a short lifetime; real time passes)."""
+    lab.repo.expiry["snapshot"] = timedelta(seconds=6)
+    lab.repo.publish()
+    expires = lab.repo.snapshot.expires
+    frozen = lab.repo.fork()
+    assert lab.device.ok("check")["update_available"] is False
+    lab.repo.expiry.pop("snapshot")
+    lab.release("2.0.0")  # hidden from the device by the freeze below
+    lab.server.repo = frozen
+    while lab.repo.now() <= expires:  # bounded: expiry is 6 s ahead
+        time.sleep(0.25)
+    frozen.publish_timestamp()  # fresh, validly signed with the stolen key
+    with attack(lab.device, may_change=("metadata:timestamp.json",)) as a:
+        out = lab.device.run("update")
+        a.refused(out, "ExpiredMetadataError", "snapshot.json is expired", event=FAILED_CHECK)
+    lab.recovers("2.0.0")
+
+
 def test_freeze_attack_with_metadata_expired_when_served(
     lab: Lab, attack: Callable[..., Attempt]
 ) -> None:
