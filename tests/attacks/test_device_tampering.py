@@ -107,6 +107,39 @@ def test_tampered_cached_metadata(lab: Lab, attack: Callable[..., Attempt], how:
     lab.recovers("2.0.0")
 
 
+def test_cache_rolled_back_with_network_replay(lab: Lab, attack: Callable[..., Attempt]) -> None:
+    """Local and network attacker together: the device runs 2.0.0 (counter 2); its metadata
+    cache is put back to genuine files from before that release, and the mirror replays that
+    old repository. TUF's rollback protection lives in that cache, so this is where it ends;
+    the firmware policy (installed version, security counter) is the backstop: nothing older
+    is installed, even on explicit request."""
+    old_view = lab.repo.fork()  # the repository as it was when only 1.0.0 existed
+    old_cache = {
+        name: (metadata_cache(lab.device) / name).read_bytes()
+        for name in ("timestamp.json", "snapshot.json", "targets.json", "firmware-model-x.json")
+    }
+    lab.release("2.0.0", counter=2)
+    assert lab.device.ok("update")["version"] == "2.0.0"
+    assert lab.device.ok("boot")["committed"] is True
+    lab.server.repo = old_view
+    metadata = tuple(f"metadata:{n}" for n in old_cache)  # rewritten by the attacker
+    with attack(lab.device, "cache rolled back + replay: automatic", may_change=metadata) as a:
+        plant_metadata(lab.device, old_cache)
+        a.ignored(
+            lab.device.run("update"), check=lambda r: r["result"] == "no-update", event=NO_UPDATE
+        )
+    v1 = firmware_path("model-x", "1.0.0")
+    with attack(lab.device, "cache rolled back + replay: explicit", may_change=metadata) as a:
+        out = lab.device.run("update", "--target", v1)
+        a.refused(
+            out,
+            f"refused {v1}: version 1.0.0 is not newer than the installed 2.0.0",
+            event={"event": "check", "result": "refused"},
+        )
+    status = lab.device.status()
+    assert (status["installed_version"], status["security_counter"]) == ("2.0.0", 2)
+
+
 # -- partial downloads -------------------------------------------------------------------------
 
 
