@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from securesystemslib.signer import Key
-from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import (
     Delegations,
     Metadata,
@@ -35,7 +34,7 @@ from repository.layout import save_config
 from repository.manager import OtaRepository
 from repository.signing import SigningRequest
 from repository.staging import next_version, stage
-from repository.targetfiles import published_path, validate_target_path
+from repository.targetfiles import validate_target_path, verify_published_file
 
 logger = logging.getLogger(__name__)
 BIN_PREFIX = "bins"
@@ -203,13 +202,7 @@ def add_stored_targets(repo: OtaRepository, infos: list[TargetFile]) -> list[str
             name = repo.role_for_target(Targets.type, tf.path)
             if name == Targets.type:
                 raise BadInputError("targets does not use hash bins ('ota-repo hash-bins N')")
-            try:
-                with open(published_path(repo.paths.targets, tf), "rb") as f:
-                    tf.verify_length_and_hashes(f)
-            except FileNotFoundError as e:
-                raise BadInputError(f"{tf.path}: its file is not in targets/") from e
-            except LengthOrHashMismatchError as e:
-                raise BadInputError(f"{tf.path}: its file does not match its hashes") from e
+            verify_published_file(repo.paths.targets, tf)
             by_bin.setdefault(name, []).append(tf)
         for name in sorted(by_bin):
             with repo.edit_targets(name) as targets:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import DelegatedRole, Metadata, Role, Root, SuccinctRoles, Targets
 
 from repository.errors import BadInputError
 from repository.manager import OtaRepository
 from repository.signing import SigningRequest
-from repository.targetfiles import published_path, validate_target_path
+from repository.targetfiles import validate_target_path, verify_published_file
 
 
 def _published_targets(repo: OtaRepository, role: str, first: bool) -> dict[str, Any]:
@@ -62,10 +61,4 @@ def check_content(repo: OtaRepository, req: SigningRequest, *, first: bool = Fal
                 raise BadInputError(f"{change.role} may not list {path} (outside its delegation)")
             if before.get(path) == target:
                 continue
-            try:
-                with open(published_path(repo.paths.targets, target), "rb") as f:
-                    target.verify_length_and_hashes(f)
-            except FileNotFoundError as e:
-                raise BadInputError(f"{path}: its file is not in targets/") from e
-            except LengthOrHashMismatchError as e:
-                raise BadInputError(f"{path}: the file in targets/ does not match") from e
+            verify_published_file(repo.paths.targets, target)

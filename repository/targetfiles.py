@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import TargetFile
 
 from repository.errors import BadInputError
@@ -58,6 +59,21 @@ def store_target_file(
         raise BadInputError(f"cannot read {source}: permission denied") from e
     fields = {"custom": custom} if custom is not None else {}
     return TargetFile(length, {"sha256": sha256}, target_path, unrecognized_fields=fields)
+
+
+def verify_published_file(targets_dir: Path, target: TargetFile) -> None:
+    """Check that the file published for `target` is there and has its length and hashes.
+
+    Raises:
+        BadInputError: the file is missing or does not match.
+    """
+    try:
+        with open(published_path(targets_dir, target), "rb") as f:
+            target.verify_length_and_hashes(f)
+    except FileNotFoundError as e:
+        raise BadInputError(f"{target.path}: its file is not in targets/") from e
+    except LengthOrHashMismatchError as e:
+        raise BadInputError(f"{target.path}: the file in targets/ does not match") from e
 
 
 def published_path(targets_dir: Path, target: TargetFile) -> Path:
