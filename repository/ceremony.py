@@ -15,18 +15,10 @@ from securesystemslib.signer import Key
 from tuf.api.metadata import Metadata, Root, Targets
 
 from repository import audit
-from repository.create import build_root
-from repository.errors import BadInputError
+from repository.create import production_setup
 from repository.fsutil import atomic_write
-from repository.keys import find_signer
-from repository.layout import RepoConfig, RepoPaths, save_config
-from repository.rotation import check_threshold
+from repository.layout import save_config
 from repository.signing import RoleChange, SigningRequest, content_digest, validate
-
-
-def _refuse_existing(paths: RepoPaths) -> None:
-    if paths.exists() or any(paths.metadata.glob("*.json")):
-        raise BadInputError(f"a repository exists already at {paths.root}")
 
 
 def stage_init(
@@ -47,36 +39,15 @@ def stage_init(
             without `allow_single_root_key`, or an online role without key and URI.
         KeyError_: an online URI does not hold its key.
     """
-    paths = RepoPaths(root_dir.resolve())
-    _refuse_existing(paths)
-    if root_threshold < 2 and not allow_single_root_key:
-        raise BadInputError(
-            "root threshold below 2 lets one stolen key take over the fleet; "
-            "pass --allow-single-root-key to accept that"
-        )
-    for role, role_keys, threshold in (
-        ("root", root_keys, root_threshold),
-        ("targets", targets_keys, targets_threshold),
-    ):
-        if len({k.keyid for k in role_keys}) != len(role_keys):
-            raise BadInputError(f"{role}: the same key is given twice")
-        check_threshold(role, [k.keyid for k in role_keys], threshold)
-    config = RepoConfig(dev=False)
-    config.expiry_days.update(expiry_days or {})
-    for role in ("snapshot", "timestamp"):
-        if role not in online:
-            raise BadInputError(f"{role} needs an online key and its signer URI")
-        key, uri = online[role]
-        find_signer(uri, {key.keyid: key})  # the server must be able to sign
-        config.add_signer(role, key.keyid, uri)
-    root = build_root(
-        {
-            "root": root_keys,
-            "targets": targets_keys,
-            "snapshot": [online["snapshot"][0]],
-            "timestamp": [online["timestamp"][0]],
-        },
-        {"root": root_threshold, "targets": targets_threshold, "snapshot": 1, "timestamp": 1},
+    paths, root, config = production_setup(
+        root_dir,
+        root_keys=root_keys,
+        root_threshold=root_threshold,
+        targets_keys=targets_keys,
+        targets_threshold=targets_threshold,
+        online=online,
+        allow_single_root_key=allow_single_root_key,
+        expiry_days=expiry_days,
     )
     now = datetime.now(UTC).replace(microsecond=0)
     root.version = 1

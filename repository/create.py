@@ -16,7 +16,7 @@ from repository.manager import OtaRepository
 logger = logging.getLogger(__name__)
 
 
-def _refuse_existing(paths: RepoPaths) -> None:
+def refuse_existing(paths: RepoPaths) -> None:
     if paths.exists() or any(paths.metadata.glob("*.json")):
         raise BadInputError(f"a repository exists already at {paths.root}")
 
@@ -42,6 +42,55 @@ def build_root(role_keys: dict[str, list[Key]], thresholds: dict[str, int]) -> R
     return root
 
 
+def production_setup(
+    root_dir: Path,
+    *,
+    root_keys: list[Key],
+    root_threshold: int,
+    targets_keys: list[Key],
+    targets_threshold: int,
+    online: dict[str, tuple[Key, str]],
+    allow_single_root_key: bool,
+    expiry_days: dict[str, int] | None,
+) -> tuple[RepoPaths, Root, RepoConfig]:
+    """Check a production repository's keys and build its root (version 0) and config.
+
+    Shared by `init` (offline signatures given now) and `init-ceremony` (a signing request).
+
+    Raises:
+        BadInputError: a repository exists, bad keys or thresholds, a root threshold below 2
+            without `allow_single_root_key`, or an online role without key and URI.
+        KeyError_: an online URI does not hold its key (the server could not sign).
+    """
+    paths = RepoPaths(root_dir.resolve())
+    refuse_existing(paths)
+    if root_threshold < 2 and not allow_single_root_key:
+        raise BadInputError(
+            "root threshold below 2 lets one stolen key take over the fleet; "
+            "pass --allow-single-root-key to accept that"
+        )
+    _check_threshold("root", root_keys, root_threshold)
+    _check_threshold("targets", targets_keys, targets_threshold)
+    config = RepoConfig(dev=False)
+    config.expiry_days.update(expiry_days or {})
+    for role in ("snapshot", "timestamp"):
+        if role not in online:
+            raise BadInputError(f"{role} needs an online key and its signer URI")
+        key, uri = online[role]
+        keymod.find_signer(uri, {key.keyid: key})
+        config.add_signer(role, key.keyid, uri)
+    root = build_root(
+        {
+            "root": root_keys,
+            "targets": targets_keys,
+            "snapshot": [online["snapshot"][0]],
+            "timestamp": [online["timestamp"][0]],
+        },
+        {"root": root_threshold, "targets": targets_threshold, "snapshot": 1, "timestamp": 1},
+    )
+    return paths, root, config
+
+
 def init_dev(root_dir: Path, *, expiry_days: dict[str, int] | None = None) -> OtaRepository:
     """Create a repository with one freshly generated, encrypted key per top-level role.
 
@@ -52,7 +101,7 @@ def init_dev(root_dir: Path, *, expiry_days: dict[str, int] | None = None) -> Ot
         KeyError_: no passphrase to encrypt the keys with.
     """
     paths = RepoPaths(root_dir.resolve())
-    _refuse_existing(paths)
+    refuse_existing(paths)
     passphrase = keymod.read_secret("passphrase", "the new dev keys")
     if not passphrase:
         raise KeyError_("refusing an empty passphrase: private keys are encrypted at rest")
@@ -93,37 +142,16 @@ def init_production(
         BadInputError: bad keys or thresholds, or a repository exists already.
         ThresholdError: the offline signatures given do not meet root's or targets' threshold.
     """
-    paths = RepoPaths(root_dir.resolve())
-    _refuse_existing(paths)
-    if root_threshold < 2 and not allow_single_root_key:
-        raise BadInputError(
-            "root threshold below 2 lets one stolen key take over the fleet; "
-            "pass --allow-single-root-key to accept that"
-        )
-    _check_threshold("root", root_keys, root_threshold)
-    _check_threshold("targets", targets_keys, targets_threshold)
-    for role in ("snapshot", "timestamp"):
-        if role not in online:
-            raise BadInputError(f"{role} needs an online key and its signer URI")
-    role_keys = {
-        "root": root_keys,
-        "targets": targets_keys,
-        "snapshot": [online["snapshot"][0]],
-        "timestamp": [online["timestamp"][0]],
-    }
-    thresholds = {
-        "root": root_threshold,
-        "targets": targets_threshold,
-        "snapshot": 1,
-        "timestamp": 1,
-    }
-    root = build_root(role_keys, thresholds)
-    config = RepoConfig(dev=False)
-    if expiry_days:
-        config.expiry_days.update(expiry_days)
-    for role in ("snapshot", "timestamp"):
-        key, uri = online[role]
-        config.add_signer(role, key.keyid, uri)
+    paths, root, config = production_setup(
+        root_dir,
+        root_keys=root_keys,
+        root_threshold=root_threshold,
+        targets_keys=targets_keys,
+        targets_threshold=targets_threshold,
+        online=online,
+        allow_single_root_key=allow_single_root_key,
+        expiry_days=expiry_days,
+    )
     repo = OtaRepository(paths, config)
     offline = {k.keyid: k for k in root_keys + targets_keys}
     for uri in sign_with:
