@@ -23,6 +23,9 @@ Example::
     max_tries = 3
     health_check = ["/usr/libexec/ota-health-check"]
 
+    [storage]
+    device_key_file = "/etc/ota-client/device.key"   # optional: seal the resume record
+
 Relative paths are resolved against the folder of the configuration file. Secrets (the token,
 the client key) are referenced by path, never written in the configuration itself.
 """
@@ -76,6 +79,11 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    device_key_file: Path | None = None  # 32 bytes, owner-only; None: nothing is encrypted
+
+
+@dataclass(frozen=True)
 class ClientConfig:
     device_id: str
     hardware_id: str
@@ -86,6 +94,7 @@ class ClientConfig:
     boot: BootConfig = field(default_factory=BootConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     verify_from_medium: bool = False
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
 
 class _Reader:
@@ -173,7 +182,7 @@ def parse_config(data: dict[str, Any], base: Path) -> ClientConfig:
     """
     top = _Reader(data, "", base)
     top.refuse_unknown({"device_id", "hardware_id", "data_dir", "trusted_root", "server",
-                        "slots", "boot", "agent"})
+                        "slots", "boot", "agent", "storage"})
     s = top.sub("server", required=True)
     s.refuse_unknown({f for f in ServerConfig.__dataclass_fields__})
     server = ServerConfig(
@@ -219,6 +228,9 @@ def parse_config(data: dict[str, Any], base: Path) -> ClientConfig:
         jitter=a.number("jitter", 600.0),
         max_backoff=a.number("max_backoff", 6 * 3600.0, minimum=0.1),
     )
+    st = top.sub("storage")
+    st.refuse_unknown({f for f in StorageConfig.__dataclass_fields__})
+    storage = StorageConfig(device_key_file=st.path("device_key_file", None))
     return ClientConfig(
         device_id=top.ident("device_id"),
         hardware_id=top.ident("hardware_id"),
@@ -229,6 +241,7 @@ def parse_config(data: dict[str, Any], base: Path) -> ClientConfig:
         boot=boot,
         agent=agent,
         verify_from_medium=from_medium,
+        storage=storage,
     )
 
 

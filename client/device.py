@@ -21,6 +21,7 @@ from client.errors import ConfigError, StorageError
 from client.eventlog import EventLog
 from client.fetcher import DeviceFetcher, FetchLimits
 from client.reports import ReportQueue
+from client.sealed import load_device_key
 from client.slots import Slot
 from client.state import DeviceState, SlotRecord, StateStore
 from client.storage import (
@@ -75,8 +76,10 @@ class Device:
         stop: Set to stop long transfers (SIGTERM in the agent).
 
     Raises:
-        InsecureStorageError: the data directory (or the token / client key) is too open.
-        StorageError: the data directory cannot be created or read.
+        InsecureStorageError: the data directory (or the token, client key or device key) is
+            too open.
+        StorageError: the data directory or the device key file cannot be created or read.
+        ConfigError: the device key file does not hold a 32-byte key.
     """
 
     def __init__(self, config: ClientConfig, *, stop: threading.Event | None = None):
@@ -91,9 +94,11 @@ class Device:
         ):
             if secret is not None:
                 check_private_file(secret, what)
+        key_file = config.storage.device_key_file
+        self.device_key = None if key_file is None else load_device_key(key_file)
         self.metadata_dir = self.data_dir / "metadata"
         ensure_private_dir(self.metadata_dir)
-        self.store = StateStore(self.data_dir)
+        self.store = StateStore(self.data_dir, key=self.device_key)
         self.events = EventLog(self.data_dir / "events.log", config.device_id)
         self.reports = ReportQueue(self.data_dir / "reports", config.device_id)
         self.slots = {name: Slot(name, path) for name, path in config.slots.items()}

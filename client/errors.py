@@ -24,6 +24,10 @@ class InsecureStorageError(StorageError):
     """A file or directory the client trusts is readable or writable by others."""
 
 
+class TamperedError(StorageError):
+    """A file sealed with the device key does not authenticate (changed, or another key)."""
+
+
 class LockedError(StorageError):
     """Another client process holds the data directory lock."""
 

@@ -8,6 +8,7 @@ firmware version and security counter of that image. Written atomically.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from tuf.api.metadata import TargetFile
 from client.config import SLOT_NAMES
 from client.errors import StorageError
 from client.firmware import Firmware, Version, parse_version
-from client.storage import read_checked, read_json, write_checked, write_json
+from client.sealed import DeviceKey
+from client.storage import atomic_write, read_checked, read_json, write_checked
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,19 @@ def _parse(data: Any) -> DeviceState:
 
 
 class StateStore:
-    """Reads and writes `state.json` (and the download resume record)."""
+    """Reads and writes `state.json` (and the download resume record).
 
-    def __init__(self, data_dir: Path):
+    With a device key the resume record is sealed (`download.sealed`) instead of plain JSON
+    (`download.json`); a record of the other kind is ignored (the download starts over) and
+    removed with the next `clear_download`.
+    """
+
+    def __init__(self, data_dir: Path, *, key: DeviceKey | None = None):
         self.path = data_dir / "state.json"
-        self.download_path = data_dir / "download.json"
+        self._key = key
+        self._plain_download = data_dir / "download.json"
+        self._sealed_download = data_dir / "download.sealed"
+        self.download_path = self._plain_download if key is None else self._sealed_download
 
     def load(self) -> DeviceState:
         """Raises:
@@ -119,18 +129,45 @@ class StateStore:
     # -- download resume record ------------------------------------------------------------------
 
     def load_download(self) -> dict[str, Any] | None:
-        """The resume record of an interrupted download, or None."""
-        try:
-            data = read_json(self.download_path, None)
-        except StorageError:
-            return None  # a torn record only costs a restart from zero
+        """The resume record of an interrupted download, or None.
+
+        Raises:
+            TamperedError: the sealed record does not authenticate with the device key.
+            StorageError: the sealed record cannot be read.
+        """
+        if self._key is None:
+            try:
+                data = read_json(self.download_path, None)
+            except StorageError:
+                return None  # a torn record only costs a restart from zero
+        else:
+            plain = self._key.read(self.download_path, purpose="download")
+            if plain is None:
+                return None
+            try:
+                data = json.loads(plain)
+            except ValueError:
+                return None
         return data if isinstance(data, dict) else None
 
     def save_download(self, record: dict[str, Any]) -> None:
-        write_json(self.download_path, record)
+        """Raises:
+        StorageError: it cannot be written.
+        """
+        data = json.dumps(record, indent=1, sort_keys=True).encode() + b"\n"
+        if self._key is None:
+            atomic_write(self.download_path, data)
+        else:
+            self._key.write(self.download_path, data, purpose="download")
 
     def clear_download(self) -> None:
-        try:
-            self.download_path.unlink(missing_ok=True)
-        except OSError as e:
-            raise StorageError(f"cannot remove {self.download_path}: {e.strerror}") from e
+        """Forget the resume record (of either kind).
+
+        Raises:
+            StorageError: it cannot be removed.
+        """
+        for path in (self._plain_download, self._sealed_download):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:
+                raise StorageError(f"cannot remove {path}: {e.strerror}") from e

@@ -31,6 +31,7 @@ from client.errors import (
     PolicyError,
     StateError,
     StorageError,
+    TamperedError,
     TooLongError,
     TrialPendingError,
     UpdateError,
@@ -196,6 +197,8 @@ def install(device: Device, tuf: TufClient, fw: Firmware, *,
         StateError: a trial boot is already pending.
         VerificationError: the bytes in the slot do not match the verified target.
         NetworkError, Interrupted: the download stopped (it resumes next time).
+        TamperedError: the sealed resume record does not authenticate (it is dropped, so the
+            next attempt starts over).
         StorageError: the slot or the state cannot be written.
     """
     state, boot = device.load()
@@ -205,14 +208,19 @@ def install(device: Device, tuf: TufClient, fw: Firmware, *,
         )
     name = other_slot(boot.active)
     target = fw.target
+    key = {"slot": name, "path": target.path, "target": target.to_dict()}
+    try:
+        offset = _resume_offset(device, key)  # before anything changes
+    except TamperedError:
+        device.store.clear_download()  # never resume from a record that does not authenticate
+        raise
     if state.slots[name] is not None or state.pending_trial is not None:
         state.slots[name] = None  # 1. from here on the slot holds nothing trusted
         state.pending_trial = None
         device.store.save(state)
     kill_point("install-slot-cleared")
-    key = {"slot": name, "path": target.path, "target": target.to_dict()}
-    offset = _resume_offset(device, key)
     if offset == 0:
+        device.store.clear_download()  # a stale record of the other kind (device key on/off)
         device.store.save_download({**key, "offset": 0})
     device.events.append("download", result="started", target=target.path,
                          to_version=fw.version_text, slot=name, reason=f"from byte {offset}")
