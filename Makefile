@@ -26,6 +26,7 @@ demo: $(STAMP) system-deps
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check repository client scripts tests bench
+	$(BIN)/ruff format --check --quiet repository client scripts tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
 

@@ -44,8 +44,20 @@ SCENARIOS = ROOT.parent / "shared" / "bench" / "firmware_scenarios.py"
 
 def _images(tmp: Path, size_mib: float) -> tuple[bytes, bytes]:
     old, new = tmp / "old.bin", tmp / "new.bin"
-    subprocess.run([sys.executable, str(SCENARIOS), "--scenario", "scattered", "--size-mib",
-                    str(size_mib), str(old), str(new)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            str(SCENARIOS),
+            "--scenario",
+            "scattered",
+            "--size-mib",
+            str(size_mib),
+            str(old),
+            str(new),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return old.read_bytes(), new.read_bytes()
 
 
@@ -71,8 +83,9 @@ def raw_download(lab: Lab, url: str, cpu: list[float] | None = None) -> float:
     return time.perf_counter() - started
 
 
-def plain_ngclient(lab: Lab, dev: DeviceHandle, target_path: str, work: Path,
-                   cpu: list[float]) -> float:
+def plain_ngclient(
+    lab: Lab, dev: DeviceHandle, target_path: str, work: Path, cpu: list[float]
+) -> float:
     """For context: python-tuf's own `download_target` (temp file, second hashing pass), then
     a copy into the slot and fsync, as a client without streaming would install."""
     from tuf.ngclient import Updater
@@ -83,9 +96,14 @@ def plain_ngclient(lab: Lab, dev: DeviceHandle, target_path: str, work: Path,
     (work / "metadata").mkdir(parents=True)
     started, cpu_started = time.perf_counter(), time.process_time()
     fetcher = DeviceFetcher(ca_bundle=lab.tls.ca_cert, token=TOKEN)
-    updater = Updater(str(work / "metadata"), f"{lab.server.url}/metadata/", str(work),
-                      f"{lab.server.url}/targets/", fetcher,
-                      bootstrap=(lab.repo_dir / "metadata" / "1.root.json").read_bytes())
+    updater = Updater(
+        str(work / "metadata"),
+        f"{lab.server.url}/metadata/",
+        str(work),
+        f"{lab.server.url}/targets/",
+        fetcher,
+        bootstrap=(lab.repo_dir / "metadata" / "1.root.json").read_bytes(),
+    )
     updater.refresh()
     info = updater.get_targetinfo(target_path)
     assert info is not None
@@ -126,9 +144,20 @@ print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
 def peak_rss_mib(dev: DeviceHandle) -> float:
     """Peak RSS of an `ota-client update` process."""
     proc = subprocess.run(
-        [sys.executable, "-c", _LAUNCHER, str(BIN / "ota-client"), "--config",
-         str(dev.config_path), "update"],
-        env=client_env(), capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-c",
+            _LAUNCHER,
+            str(BIN / "ota-client"),
+            "--config",
+            str(dev.config_path),
+            "update",
+        ],
+        env=client_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
     )
     out = proc.stdout.split()
     if out[-2] != "0":
@@ -161,8 +190,10 @@ def main() -> None:
             _restore(saved, dev.data_dir)
 
             config = load_config(dev.config_path)
-            target_url = f"{lab.server.url}/targets/{v2.rpartition('/')[0]}/" \
-                         f"{hashlib.sha256(new).hexdigest()}.{v2.rpartition('/')[2]}"
+            target_url = (
+                f"{lab.server.url}/targets/{v2.rpartition('/')[0]}/"
+                f"{hashlib.sha256(new).hexdigest()}.{v2.rpartition('/')[2]}"
+            )
             ours, floor, ngclient = [], [], []
             ours_cpu: list[float] = []
             floor_cpu: list[float] = []
@@ -196,21 +227,30 @@ def main() -> None:
     t_ours, t_floor = statistics.median(ours), statistics.median(floor)
     t_check, t_get = statistics.median(checks), statistics.median(gets)
     fetched = ", ".join(f"{r['path']} {r['status']}" for r in seen)
-    print(f"no-update check: {len(seen)} requests, {sum(r['bytes'] for r in seen)} bytes "
-          f"({fetched})")
-    print(f"no-update check: {t_check * 1000:.1f} ms vs plain GET timestamp.json "
-          f"{t_get * 1000:.1f} ms: {t_check / t_get:.2f}x")
+    print(
+        f"no-update check: {len(seen)} requests, {sum(r['bytes'] for r in seen)} bytes ({fetched})"
+    )
+    print(
+        f"no-update check: {t_check * 1000:.1f} ms vs plain GET timestamp.json "
+        f"{t_get * 1000:.1f} ms: {t_check / t_get:.2f}x"
+    )
     per_round = sorted(o / f for o, f in zip(ours, floor, strict=True))
-    print(f"update {size:.0f} MiB: download+verify+install {t_ours:.3f} s vs raw download + "
-          f"SHA-256 {t_floor:.3f} s: {t_ours / t_floor:.2f}x (medians of {args.rounds} "
-          f"interleaved rounds; per-round ratios {per_round[0]:.2f}-{per_round[-1]:.2f})")
+    print(
+        f"update {size:.0f} MiB: download+verify+install {t_ours:.3f} s vs raw download + "
+        f"SHA-256 {t_floor:.3f} s: {t_ours / t_floor:.2f}x (medians of {args.rounds} "
+        f"interleaved rounds; per-round ratios {per_round[0]:.2f}-{per_round[-1]:.2f})"
+    )
     c_ours, c_floor = statistics.median(ours_cpu), statistics.median(floor_cpu)
-    print(f"  client CPU time (all threads): {c_ours:.3f} s vs {c_floor:.3f} s: "
-          f"{c_ours / c_floor:.2f}x (less sensitive to other load on the machine)")
+    print(
+        f"  client CPU time (all threads): {c_ours:.3f} s vs {c_floor:.3f} s: "
+        f"{c_ours / c_floor:.2f}x (less sensitive to other load on the machine)"
+    )
     t_ng = statistics.median(ngclient)
     c_ng = statistics.median(ng_cpu)
-    print(f"for context, ngclient download_target + copy into the slot: {t_ng:.3f} s: "
-          f"{t_ng / t_floor:.2f}x; CPU {c_ng:.3f} s: {c_ng / c_floor:.2f}x")
+    print(
+        f"for context, ngclient download_target + copy into the slot: {t_ng:.3f} s: "
+        f"{t_ng / t_floor:.2f}x; CPU {c_ng:.3f} s: {c_ng / c_floor:.2f}x"
+    )
     print(f"peak RSS of `ota-client update` ({size:.0f} MiB image): {rss:.1f} MiB")
 
 

@@ -24,8 +24,10 @@ logger = logging.getLogger(__name__)
 def next_delay(config: AgentConfig, failures: int, rng: random.Random) -> float:
     """Seconds until the next check: the interval, doubled per consecutive failure (capped),
     plus a random jitter."""
-    base = config.interval if failures == 0 else min(
-        config.max_backoff, config.interval * 2.0 ** min(failures, 32)
+    base = (
+        config.interval
+        if failures == 0
+        else min(config.max_backoff, config.interval * 2.0 ** min(failures, 32))
     )
     return base + rng.uniform(0, config.jitter)
 
@@ -69,4 +71,3 @@ def run_agent(
         delay = next_delay(config, failures, rng)
         logger.info("next check in %.0f s", delay)
     return done
-

@@ -33,9 +33,14 @@ class BootResult:
     reboot_required: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"slot": self.slot, "version": self.version, "committed": self.committed,
-                "rolled_back": self.rolled_back, "reason": self.reason,
-                "reboot_required": self.reboot_required}
+        return {
+            "slot": self.slot,
+            "version": self.version,
+            "committed": self.committed,
+            "rolled_back": self.rolled_back,
+            "reason": self.reason,
+            "reboot_required": self.reboot_required,
+        }
 
 
 def health_check(device: Device, slot: str, record: SlotRecord) -> str | None:
@@ -44,11 +49,23 @@ def health_check(device: Device, slot: str, record: SlotRecord) -> str | None:
     if not argv:
         return None
     env = dict(os.environ)
-    env.update({"OTA_SLOT": slot, "OTA_VERSION": record.version_text,
-                "OTA_SLOT_PATH": str(device.slots[slot].path), "OTA_TARGET": record.target.path})
+    env.update(
+        {
+            "OTA_SLOT": slot,
+            "OTA_VERSION": record.version_text,
+            "OTA_SLOT_PATH": str(device.slots[slot].path),
+            "OTA_TARGET": record.target.path,
+        }
+    )
     try:
-        proc = subprocess.run(list(argv), env=env, stdin=subprocess.DEVNULL, check=False,
-                              capture_output=True, timeout=device.config.boot.health_timeout)
+        proc = subprocess.run(
+            list(argv),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            capture_output=True,
+            timeout=device.config.boot.health_timeout,
+        )
     except subprocess.TimeoutExpired:
         return f"health check timed out after {device.config.boot.health_timeout:g} s"
     except OSError as e:
@@ -58,8 +75,9 @@ def health_check(device: Device, slot: str, record: SlotRecord) -> str | None:
     return None
 
 
-def _fallback(device: Device, state: DeviceState, boot: BootState, reason: str,
-              *, reject: bool) -> BootResult:
+def _fallback(
+    device: Device, state: DeviceState, boot: BootState, reason: str, *, reject: bool
+) -> BootResult:
     trial = boot.trial
     record = state.slots[trial] if trial else None
     if reject and record is not None:
@@ -70,15 +88,25 @@ def _fallback(device: Device, state: DeviceState, boot: BootState, reason: str,
     kill_point("boot-fell-back")
     active = state.slots[boot.active]
     version = active.version_text if active else None
-    device.log("rollback", result="rolled-back", slot=boot.active,
-                         from_version=record.version_text if record else None,
-                         to_version=version, target=record.target.path if record else None,
-                         reason=reason)
+    device.log(
+        "rollback",
+        result="rolled-back",
+        slot=boot.active,
+        from_version=record.version_text if record else None,
+        to_version=version,
+        target=record.target.path if record else None,
+        reason=reason,
+    )
     device.report("rollback", "rolled-back", version or "none", boot.active, reason)
     result = _boot_committed(device, state, BootState(boot.active))
     # With a real bootloader this system runs from the trial slot: restart into the committed one.
-    return BootResult(result.slot, result.version, rolled_back=True, reason=reason,
-                      reboot_required=not device.counts_tries)
+    return BootResult(
+        result.slot,
+        result.version,
+        rolled_back=True,
+        reason=reason,
+        reboot_required=not device.counts_tries,
+    )
 
 
 def _boot_committed(device: Device, state: DeviceState, boot: BootState) -> BootResult:
@@ -107,8 +135,13 @@ def _boot_committed(device: Device, state: DeviceState, boot: BootState) -> Boot
         else:
             device.bootctl.write(BootState(other))
             reason = f"committed slot {name} does not verify ({problem})"
-            device.log("rollback", result="rolled-back", slot=other,
-                                 to_version=spare.version_text, reason=reason)
+            device.log(
+                "rollback",
+                result="rolled-back",
+                slot=other,
+                to_version=spare.version_text,
+                reason=reason,
+            )
             device.report("rollback", "rolled-back", spare.version_text, other, reason)
             return BootResult(other, spare.version_text, rolled_back=True, reason=reason)
     device.log("boot", result="failed", slot=name, reason=problem)
@@ -144,15 +177,22 @@ def _boot(device: Device, state: DeviceState, bootstate: BootState) -> BootResul
     used = max_tries - bootstate.tries + (1 if device.counts_tries else 0)  # this try
     record = state.slots[trial]
     if record is None:
-        return _fallback(device, state, bootstate, "no verified image recorded for the trial",
-                         reject=False)
+        return _fallback(
+            device, state, bootstate, "no verified image recorded for the trial", reject=False
+        )
     try:
         device.slots[trial].verify(record.target)
     except VerificationError as e:
-        return _fallback(device, state, bootstate, f"trial image does not verify: {e}",
-                         reject=False)
-    device.log("boot", result="trial", slot=trial, to_version=record.version_text,
-                         reason=f"try {used} of {max_tries}")
+        return _fallback(
+            device, state, bootstate, f"trial image does not verify: {e}", reject=False
+        )
+    device.log(
+        "boot",
+        result="trial",
+        slot=trial,
+        to_version=record.version_text,
+        reason=f"try {used} of {max_tries}",
+    )
     problem = health_check(device, trial, record)
     kill_point("boot-health-checked")
     if problem is not None:
@@ -163,11 +203,21 @@ def _boot(device: Device, state: DeviceState, bootstate: BootState) -> BootResul
     state.security_counter = max(state.security_counter, record.security_counter)
     state.pending_trial = None
     device.store.save(state)
-    device.log("commit", result="ok", slot=trial, target=record.target.path,
-                         from_version=previous.version_text if previous else None,
-                         to_version=record.version_text)
-    device.report("commit", "committed", record.version_text, trial,
-                  f"{record.version_text} passed its health check in slot {trial}")
+    device.log(
+        "commit",
+        result="ok",
+        slot=trial,
+        target=record.target.path,
+        from_version=previous.version_text if previous else None,
+        to_version=record.version_text,
+    )
+    device.report(
+        "commit",
+        "committed",
+        record.version_text,
+        trial,
+        f"{record.version_text} passed its health check in slot {trial}",
+    )
     return BootResult(trial, record.version_text, committed=True)
 
 
@@ -182,20 +232,40 @@ def _settle_pending(device: Device, state: DeviceState, bootstate: BootState) ->
     if name == bootstate.active and record is not None:
         state.security_counter = max(state.security_counter, record.security_counter)
         device.store.save(state)
-        device.log("commit", result="ok", slot=name, target=record.target.path,
-                             to_version=record.version_text,
-                             reason="completed after a power cut")
-        device.report("commit", "committed", record.version_text, name,
-                      f"{record.version_text} committed in slot {name}")
+        device.log(
+            "commit",
+            result="ok",
+            slot=name,
+            target=record.target.path,
+            to_version=record.version_text,
+            reason="completed after a power cut",
+        )
+        device.report(
+            "commit",
+            "committed",
+            record.version_text,
+            name,
+            f"{record.version_text} committed in slot {name}",
+        )
         return
     if record is not None:
         state.reject(record.target)
     device.store.save(state)
     active = state.slots[bootstate.active]
     reason = "boot tries exhausted (the bootloader fell back)"
-    device.log("rollback", result="rolled-back", slot=bootstate.active,
-                         from_version=record.version_text if record else None,
-                         to_version=active.version_text if active else None,
-                         target=record.target.path if record else None, reason=reason)
-    device.report("rollback", "rolled-back", active.version_text if active else "none",
-                  bootstate.active, reason)
+    device.log(
+        "rollback",
+        result="rolled-back",
+        slot=bootstate.active,
+        from_version=record.version_text if record else None,
+        to_version=active.version_text if active else None,
+        target=record.target.path if record else None,
+        reason=reason,
+    )
+    device.report(
+        "rollback",
+        "rolled-back",
+        active.version_text if active else "none",
+        bootstate.active,
+        reason,
+    )

@@ -72,8 +72,10 @@ class FileBootControl:
         """Raises:
         StorageError: the file cannot be written.
         """
-        write_checked(self.path, {"active": state.validate().active, "trial": state.trial,
-                                  "tries": state.tries})
+        write_checked(
+            self.path,
+            {"active": state.validate().active, "trial": state.trial, "tries": state.tries},
+        )
 
 
 def _parse(data: Any) -> BootState:
@@ -96,7 +98,10 @@ class UBootEnvBootControl:
     VARS = ("ota_active", "ota_trial", "ota_tries")
 
     def __init__(
-        self, printenv: tuple[str, ...], setenv: tuple[str, ...], scratch_dir: Path,
+        self,
+        printenv: tuple[str, ...],
+        setenv: tuple[str, ...],
+        scratch_dir: Path,
         timeout: float = 30.0,
     ):
         self.printenv = printenv
@@ -107,7 +112,11 @@ class UBootEnvBootControl:
     def _run(self, argv: list[str]) -> str:
         try:
             proc = subprocess.run(
-                argv, capture_output=True, text=True, timeout=self.timeout, check=False,
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=False,
                 stdin=subprocess.DEVNULL,
             )
         except (OSError, subprocess.SubprocessError) as e:

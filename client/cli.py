@@ -55,8 +55,9 @@ class Ctx:
     def _fail(self, message: str) -> None:
         if self.debug:
             traceback.print_exc()
-        click.echo(f"ota-client: error: {message.splitlines()[0] if message else 'failed'}",
-                   err=True)
+        click.echo(
+            f"ota-client: error: {message.splitlines()[0] if message else 'failed'}", err=True
+        )
         sys.exit(1)
 
 
@@ -74,16 +75,33 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         def cb(ctx: click.Context, _: click.Parameter, value: bool) -> None:
             if value:
                 setattr(ctx.ensure_object(Ctx), name, True)
+
         return cb
 
-    f = click.option("--config", "config", type=click.Path(dir_okay=False), expose_value=False,
-                     callback=set_config, is_eager=True,
-                     help="Configuration file (default $OTA_CLIENT_CONFIG or "
-                     f"{DEFAULT_CONFIG}).")(f)
-    f = click.option("--json", "json_", is_flag=True, expose_value=False,
-                     callback=set_flag("json"), help="Machine-readable output.")(f)
-    f = click.option("--debug", is_flag=True, expose_value=False, callback=set_flag("debug"),
-                     help="Show tracebacks.")(f)
+    f = click.option(
+        "--config",
+        "config",
+        type=click.Path(dir_okay=False),
+        expose_value=False,
+        callback=set_config,
+        is_eager=True,
+        help=f"Configuration file (default $OTA_CLIENT_CONFIG or {DEFAULT_CONFIG}).",
+    )(f)
+    f = click.option(
+        "--json",
+        "json_",
+        is_flag=True,
+        expose_value=False,
+        callback=set_flag("json"),
+        help="Machine-readable output.",
+    )(f)
+    f = click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        callback=set_flag("debug"),
+        help="Show tracebacks.",
+    )(f)
     return f
 
 
@@ -133,27 +151,35 @@ def check(ctx: Ctx) -> None:
 
     result = ctx.guard(lambda: do_check(ctx.device()))
     c = result.candidate
-    text = (f"update available: {c.version_text} ({c.path}); installed "
-            f"{result.installed.version_text}" if c else
-            f"no update: {result.installed.version_text} is the newest acceptable firmware")
+    text = (
+        f"update available: {c.version_text} ({c.path}); installed {result.installed.version_text}"
+        if c
+        else f"no update: {result.installed.version_text} is the newest acceptable firmware"
+    )
     ctx.emit(result.to_json(), text)
 
 
 @main.command()
 @click.option("--target", "target", default=None, help="Install this target path (policy applies).")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on stderr (default: when stderr is a terminal).",
+)
 @_common
 @pass_ctx
 def update(ctx: Ctx, target: str | None, progress: bool | None) -> None:
     """Download, verify and install an update into the inactive slot."""
     from client.update import update as do_update
 
-    result = ctx.guard(lambda: do_update(ctx.device(), target_path=target,
-                                         progress=_progress(ctx, progress)))
-    text = (f"installed {result.version} into slot {result.slot}; reboot to try it" if
-            result.installed else f"no update: {result.from_version} is the newest acceptable"
-            " firmware")
+    result = ctx.guard(
+        lambda: do_update(ctx.device(), target_path=target, progress=_progress(ctx, progress))
+    )
+    text = (
+        f"installed {result.version} into slot {result.slot}; reboot to try it"
+        if result.installed
+        else f"no update: {result.from_version} is the newest acceptable firmware"
+    )
     ctx.emit(result.to_json(), text)
 
 
@@ -166,8 +192,13 @@ def boot(ctx: Ctx) -> None:
 
     device = ctx.guard(ctx.device)
     r = ctx.guard(lambda: do_boot(device))
-    how = ("committed after a passing health check" if r.committed else
-           f"rolled back: {r.reason}" if r.rolled_back else "committed")
+    how = (
+        "committed after a passing health check"
+        if r.committed
+        else f"rolled back: {r.reason}"
+        if r.rolled_back
+        else "committed"
+    )
     then = "; rebooting into it" if r.reboot_required else ""
     ctx.emit(r.to_json(), f"booted slot {r.slot}: {r.version} ({how}){then}")
     if r.reboot_required:
@@ -182,11 +213,11 @@ def status(ctx: Ctx) -> None:
     s = ctx.guard(lambda: ctx.device().status())
     lines = [
         f"device {s.device_id} ({s.hardware_id})",
-        f"installed: {s.installed.version_text if s.installed else 'none'} "
-        f"in slot {s.active_slot}",
+        f"installed: {s.installed.version_text if s.installed else 'none'} in slot {s.active_slot}",
         f"security counter: {s.security_counter}",
-        f"trial: slot {s.trial_slot}, {s.trial_tries} tries left" if s.trial_slot else
-        "trial: none",
+        f"trial: slot {s.trial_slot}, {s.trial_tries} tries left"
+        if s.trial_slot
+        else "trial: none",
         f"reports queued: {s.reports_queued}",
     ]
     ctx.emit(s.to_json(), "\n".join(lines))
@@ -202,13 +233,19 @@ def provision(ctx: Ctx, slot: str, target: str) -> None:
     from client.provision import provision as do_provision
 
     record = ctx.guard(lambda: do_provision(ctx.device(), slot, target))
-    ctx.emit({"slot": slot, **record.to_dict()},
-             f"provisioned: slot {slot} holds {record.version_text} ({record.target.path})")
+    ctx.emit(
+        {"slot": slot, **record.to_dict()},
+        f"provisioned: slot {slot} holds {record.version_text} ({record.target.path})",
+    )
 
 
 @main.command()
-@click.option("--max-iterations", type=click.IntRange(min=1), default=None,
-              help="Stop after this many checks (default: run until SIGTERM).")
+@click.option(
+    "--max-iterations",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many checks (default: run until SIGTERM).",
+)
 @_common
 @pass_ctx
 def run(ctx: Ctx, max_iterations: int | None) -> None:
@@ -241,9 +278,10 @@ def log_verify(ctx: Ctx) -> None:
     """Check the event log's hash chain."""
     result = ctx.guard(lambda: ctx.device().events.verify())
     note = " (last record torn by a power loss)" if result.torn_tail else ""
-    ctx.emit({"ok": True, "records": result.records, "head": result.head,
-              "torn_tail": result.torn_tail},
-             f"event log OK: {result.records} records, head {result.head}{note}")
+    ctx.emit(
+        {"ok": True, "records": result.records, "head": result.head, "torn_tail": result.torn_tail},
+        f"event log OK: {result.records} records, head {result.head}{note}",
+    )
 
 
 if __name__ == "__main__":

@@ -181,8 +181,19 @@ def parse_config(data: dict[str, Any], base: Path) -> ClientConfig:
         ConfigError: a setting is missing, unknown or has a bad value.
     """
     top = _Reader(data, "", base)
-    top.refuse_unknown({"device_id", "hardware_id", "data_dir", "trusted_root", "server",
-                        "slots", "boot", "agent", "storage"})
+    top.refuse_unknown(
+        {
+            "device_id",
+            "hardware_id",
+            "data_dir",
+            "trusted_root",
+            "server",
+            "slots",
+            "boot",
+            "agent",
+            "storage",
+        }
+    )
     s = top.sub("server", required=True)
     s.refuse_unknown({f for f in ServerConfig.__dataclass_fields__})
     server = ServerConfig(

@@ -191,8 +191,11 @@ class Device:
             return
         if budget is None:
             try:
-                self.reports.flush(self.fetcher(), self.config.server.reports_url,
-                                   timeout=self.config.server.read_timeout)
+                self.reports.flush(
+                    self.fetcher(),
+                    self.config.server.reports_url,
+                    timeout=self.config.server.read_timeout,
+                )
             except (ConfigError, StorageError) as e:
                 logger.warning("reports not sent: %s", e)
             return
@@ -204,8 +207,11 @@ class Device:
 
         def send() -> None:
             try:
-                self.reports.flush(fetcher, self.config.server.reports_url,
-                                   timeout=min(budget, self.config.server.read_timeout))
+                self.reports.flush(
+                    fetcher,
+                    self.config.server.reports_url,
+                    timeout=min(budget, self.config.server.read_timeout),
+                )
             except StorageError as e:
                 logger.warning("reports not sent: %s", e)
             finally:
@@ -224,12 +230,14 @@ class Device:
         except StorageError as e:
             logger.warning("event not logged: %s", e)
 
-    def report(self, event: str, result: str, version: str, slot: str | None,
-               reason: str | None) -> None:
+    def report(
+        self, event: str, result: str, version: str, slot: str | None, reason: str | None
+    ) -> None:
         """Queue a report (a failure to queue must not undo the work it reports)."""
         try:
-            self.reports.enqueue(event=event, result=result, installed_version=version,
-                                 slot=slot, reason=reason)
+            self.reports.enqueue(
+                event=event, result=result, installed_version=version, slot=slot, reason=reason
+            )
         except StorageError as e:
             logger.warning("report not queued: %s", e)
 
@@ -276,4 +284,3 @@ class Device:
         if self._fetcher is not None:
             self._fetcher.close()
             self._fetcher = None
-

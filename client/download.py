@@ -40,8 +40,15 @@ def download_to_file(tuf: TufClient, target: TargetFile, dest: Path) -> None:
     try:
         with tempfile.TemporaryFile(dir=dest.parent) as tmp:
             _, chunks = tuf.open_target(target, 0)
-            view = StreamView(target, chunks, tmp.fileno(), tmp.fileno(), present=0,
-                              on_written=lambda _: None, progress=None)
+            view = StreamView(
+                target,
+                chunks,
+                tmp.fileno(),
+                tmp.fileno(),
+                present=0,
+                on_written=lambda _: None,
+                progress=None,
+            )
             try:
                 mismatch = verify_while_streaming(view, target)
             except exceptions.DownloadError as e:

@@ -209,8 +209,7 @@ class _Watchdog:
 
     TICK = 0.2
 
-    def __init__(self, response: requests.Response, limits: FetchLimits,
-                 stop: threading.Event):
+    def __init__(self, response: requests.Response, limits: FetchLimits, stop: threading.Event):
         self.response = response
         self.limits = limits
         self.stop_requested = stop
@@ -233,9 +232,7 @@ class _Watchdog:
         # acceptable link is never cut off between two chunks.
         generous = self.received + CHUNK
         if elapsed > self.limits.grace_seconds and generous / elapsed < self.limits.min_rate:
-            return exceptions.SlowRetrievalError(
-                f"transfer slower than {self.limits.min_rate} B/s"
-            )
+            return exceptions.SlowRetrievalError(f"transfer slower than {self.limits.min_rate} B/s")
         return None
 
     def _run(self) -> None:

@@ -30,8 +30,9 @@ class Durability:
     """Makes the first n written bytes durable every `step` bytes and reports n to
     `checkpoint`, from a thread (fdatasync releases the GIL)."""
 
-    def __init__(self, fd: int, *, durable: int, step: int,
-                 checkpoint: Callable[[int], None] | None):
+    def __init__(
+        self, fd: int, *, durable: int, step: int, checkpoint: Callable[[int], None] | None
+    ):
         self._fd = fd
         self._cond = threading.Condition()
         self._written = durable
@@ -83,9 +84,17 @@ class Durability:
 class StreamView(io.RawIOBase):
     """The slot's first `length` bytes as a file that fills itself from the network."""
 
-    def __init__(self, target: TargetFile, chunks: Iterator[bytes] | None, write_fd: int,
-                 read_fd: int, *, present: int, on_written: Callable[[int], None],
-                 progress: Callable[[int, int], None] | None):
+    def __init__(
+        self,
+        target: TargetFile,
+        chunks: Iterator[bytes] | None,
+        write_fd: int,
+        read_fd: int,
+        *,
+        present: int,
+        on_written: Callable[[int], None],
+        progress: Callable[[int, int], None] | None,
+    ):
         super().__init__()
         self._target = target
         self._length = target.length
@@ -145,8 +154,9 @@ class StreamView(io.RawIOBase):
         while self._pos >= self.present:
             if not self.pull():
                 return 0  # ended short: the hash will not match
-        n = os.preadv(self._rfd, [memoryview(buffer)[: min(want, self.present - self._pos)]],
-                      self._pos)
+        n = os.preadv(
+            self._rfd, [memoryview(buffer)[: min(want, self.present - self._pos)]], self._pos
+        )
         self._pos += n
         return n
 

@@ -32,8 +32,7 @@ def provision(device: Device, slot: str, target_path: str) -> SlotRecord:
             raise StateError("this device is provisioned already")
         tuf = device.tuf()
         fw = Firmware.from_target(tuf.get_target(target_path))
-        check_policy(fw, hardware_id=device.config.hardware_id, installed=None,
-                     security_counter=0)
+        check_policy(fw, hardware_id=device.config.hardware_id, installed=None, security_counter=0)
         device.slots[slot].verify(fw.target)
         tuf.persist()
         record = SlotRecord.of(fw)
@@ -41,6 +40,7 @@ def provision(device: Device, slot: str, target_path: str) -> SlotRecord:
         state.security_counter = fw.security_counter
         device.store.save(state)
         device.bootctl.write(BootState(slot))
-        device.events.append("provision", result="ok", slot=slot, target=fw.path,
-                             to_version=fw.version_text)
+        device.events.append(
+            "provision", result="ok", slot=slot, target=fw.path, to_version=fw.version_text
+        )
     return record

@@ -47,7 +47,12 @@ class ReportQueue:
             return []
 
     def enqueue(
-        self, *, event: str, result: str, installed_version: str, slot: str | None,
+        self,
+        *,
+        event: str,
+        result: str,
+        installed_version: str,
+        slot: str | None,
         reason: str | None = None,
     ) -> Path:
         """Queue one report.

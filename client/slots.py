@@ -141,9 +141,7 @@ class Slot:
             with SlotView(fd, target.length) as view:
                 target.verify_length_and_hashes(view)  # type: ignore[arg-type]
         except exceptions.LengthOrHashMismatchError as e:
-            raise VerificationError(
-                f"slot {self.name} does not hold {target.path}: {e}"
-            ) from e
+            raise VerificationError(f"slot {self.name} does not hold {target.path}: {e}") from e
         except OSError as e:
             raise VerificationError(f"slot {self.name} cannot be read: {e.strerror}") from e
         finally:

@@ -56,9 +56,7 @@ class SlotRecord:
 class DeviceState:
     """Install state (mutable; save with `StateStore.save`)."""
 
-    slots: dict[str, SlotRecord | None] = field(
-        default_factory=lambda: dict.fromkeys(SLOT_NAMES)
-    )
+    slots: dict[str, SlotRecord | None] = field(default_factory=lambda: dict.fromkeys(SLOT_NAMES))
     security_counter: int = 0
     rejected: list[dict[str, str]] = field(default_factory=list)
     pending_trial: str | None = None
@@ -90,8 +88,9 @@ def _parse(data: Any) -> DeviceState:
             for name in SLOT_NAMES
         },
         security_counter=int(data["security_counter"]),
-        rejected=[{"path": str(r["path"]), "sha256": str(r["sha256"])}
-                  for r in data.get("rejected", [])],
+        rejected=[
+            {"path": str(r["path"]), "sha256": str(r["sha256"])} for r in data.get("rejected", [])
+        ],
         pending_trial=data.get("pending_trial"),
     )
     if state.pending_trial not in (None, *SLOT_NAMES) or state.security_counter < 0:

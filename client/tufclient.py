@@ -69,8 +69,8 @@ class TufClient:
         config: UpdaterConfig | None = None,
     ):
         self.metadata_dir = metadata_dir
-        self.targets_url = targets_url if not targets_url or targets_url.endswith("/") else (
-            targets_url + "/"
+        self.targets_url = (
+            targets_url if not targets_url or targets_url.endswith("/") else (targets_url + "/")
         )
         self.fetcher = fetcher
         self._refreshed = False
@@ -127,8 +127,10 @@ class TufClient:
             StorageError: the cache cannot be synced.
         """
         try:
-            for path in [*self.metadata_dir.glob("*.json"),
-                         *self.metadata_dir.glob("root_history/*.json")]:
+            for path in [
+                *self.metadata_dir.glob("*.json"),
+                *self.metadata_dir.glob("root_history/*.json"),
+            ]:
                 if path.is_symlink():
                     continue
                 fd = os.open(path, os.O_RDONLY)
@@ -210,8 +212,9 @@ class TufClient:
                 continue
             if md.signed.delegations.succinct_roles is not None:
                 # Hash bins split paths by hash, not by prefix: every bin may hold firmware.
-                to_visit = list(reversed(self._load_bins(md.signed.delegations.succinct_roles,
-                                                         prefix)))
+                to_visit = list(
+                    reversed(self._load_bins(md.signed.delegations.succinct_roles, prefix))
+                )
                 continue
             children = []
             for child, terminating in md.signed.delegations.get_roles_for_target(probe):

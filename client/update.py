@@ -58,7 +58,9 @@ class CheckResult:
         return {
             "update_available": self.candidate is not None,
             "installed_version": self.installed.version_text,
-            "candidate": None if self.candidate is None else {
+            "candidate": None
+            if self.candidate is None
+            else {
                 "target": self.candidate.path,
                 "version": self.candidate.version_text,
                 "length": self.candidate.target.length,
@@ -114,8 +116,9 @@ def find_update(device: Device, tuf: TufClient) -> CheckResult:
     for target in sorted(tuf.list_under(hardware_prefix(hwid)), key=lambda t: t.path):
         try:
             fw = Firmware.from_target(target)
-            check_policy(fw, hardware_id=hwid, installed=installed.version,
-                         security_counter=counter)
+            check_policy(
+                fw, hardware_id=hwid, installed=installed.version, security_counter=counter
+            )
         except FirmwareFormatError as e:
             result.skipped.append((target.path, str(e)))
             continue
@@ -173,8 +176,12 @@ def explicit_firmware(device: Device, tuf: TufClient, path: str) -> Firmware:
     """
     installed, counter, _ = _installed(device)
     fw = Firmware.from_target(tuf.get_target(path))
-    check_policy(fw, hardware_id=device.config.hardware_id, installed=installed.version,
-                 security_counter=counter)
+    check_policy(
+        fw,
+        hardware_id=device.config.hardware_id,
+        installed=installed.version,
+        security_counter=counter,
+    )
     return fw
 
 
@@ -186,8 +193,9 @@ def _resume_offset(device: Device, key: dict[str, Any]) -> int:
     return offset if isinstance(offset, int) and offset >= 0 else 0
 
 
-def install(device: Device, tuf: TufClient, fw: Firmware, *,
-            progress: Progress | None = None) -> str:
+def install(
+    device: Device, tuf: TufClient, fw: Firmware, *, progress: Progress | None = None
+) -> str:
     """Stream `fw` into the inactive slot, verify it there and mark it for a trial boot.
 
     Returns:
@@ -222,8 +230,14 @@ def install(device: Device, tuf: TufClient, fw: Firmware, *,
     if offset == 0:
         device.store.clear_download()  # a stale record of the other kind (device key on/off)
         device.store.save_download({**key, "offset": 0})
-    device.events.append("download", result="started", target=target.path,
-                         to_version=fw.version_text, slot=name, reason=f"from byte {offset}")
+    device.events.append(
+        "download",
+        result="started",
+        target=target.path,
+        to_version=fw.version_text,
+        slot=name,
+        reason=f"from byte {offset}",
+    )
 
     def checkpoint(n: int) -> None:
         device.store.save_download({**key, "offset": n})
@@ -246,8 +260,15 @@ def install(device: Device, tuf: TufClient, fw: Firmware, *,
     return name
 
 
-def _write_and_verify(device: Device, tuf: TufClient, fw: Firmware, name: str, offset: int,
-                      checkpoint: Callable[[int], None], progress: Progress | None) -> None:
+def _write_and_verify(
+    device: Device,
+    tuf: TufClient,
+    fw: Firmware,
+    name: str,
+    offset: int,
+    checkpoint: Callable[[int], None],
+    progress: Progress | None,
+) -> None:
     """Stream the image into slot `name` while python-tuf verifies it read back from the slot;
     make it durable.
 
@@ -269,8 +290,15 @@ def _write_and_verify(device: Device, tuf: TufClient, fw: Firmware, name: str, o
             else:
                 start, chunks = tuf.open_target(target, offset)
             with Durability(fd, durable=start, step=step, checkpoint=checkpoint) as durability:
-                view = StreamView(target, chunks, fd, rfd, present=start,
-                                  on_written=durability.written, progress=progress)
+                view = StreamView(
+                    target,
+                    chunks,
+                    fd,
+                    rfd,
+                    present=start,
+                    on_written=durability.written,
+                    progress=progress,
+                )
                 try:
                     mismatch = verify_while_streaming(view, target)
                 except (exceptions.DownloadError, Interrupted) as e:
@@ -281,14 +309,16 @@ def _write_and_verify(device: Device, tuf: TufClient, fw: Firmware, name: str, o
             os.close(rfd)
         if stopped is None and mismatch is not None and view.present < target.length:
             stopped = exceptions.DownloadError(
-                f"ended early at {view.present} of {target.length} bytes")
+                f"ended early at {view.present} of {target.length} bytes"
+            )
         if stopped is not None:
             os.fdatasync(fd)
             checkpoint(view.present)  # resume from here next time
             if isinstance(stopped, Interrupted):
                 raise stopped
             raise wrap_tuf_error(
-                stopped, f"download of {target.path} failed (it will resume)") from stopped
+                stopped, f"download of {target.path} failed (it will resume)"
+            ) from stopped
         if mismatch is None:
             slot.finish_write(fd, target.length)
     except OSError as e:
@@ -308,15 +338,23 @@ def _write_and_verify(device: Device, tuf: TufClient, fw: Firmware, name: str, o
 
 
 def _refused(device: Device, fw: Firmware, slot: str, error: Exception) -> None:
-    device.events.append("verify", result="failed", target=fw.path, to_version=fw.version_text,
-                         slot=slot, reason=str(error))
+    device.events.append(
+        "verify",
+        result="failed",
+        target=fw.path,
+        to_version=fw.version_text,
+        slot=slot,
+        reason=str(error),
+    )
     installed = device.status().installed
-    device.report("install", "failed", installed.version_text if installed else "none", slot,
-                  str(error))
+    device.report(
+        "install", "failed", installed.version_text if installed else "none", slot, str(error)
+    )
 
 
-def update(device: Device, *, target_path: str | None = None,
-           progress: Progress | None = None) -> UpdateResult:
+def update(
+    device: Device, *, target_path: str | None = None, progress: Progress | None = None
+) -> UpdateResult:
     """`ota-client update`: check, then download, verify and install the update if any.
 
     Raises:
@@ -326,7 +364,8 @@ def update(device: Device, *, target_path: str | None = None,
         trial = device.bootctl.read().trial
         if trial is not None:
             raise TrialPendingError(
-                f"slot {trial} is waiting for its trial boot: reboot (ota-client boot) first")
+                f"slot {trial} is waiting for its trial boot: reboot (ota-client boot) first"
+            )
         tuf = device.tuf()
         try:
             if target_path is not None:
@@ -336,9 +375,12 @@ def update(device: Device, *, target_path: str | None = None,
                 found = find_update(device, tuf)
                 installed, fw = found.installed, found.candidate
         except UpdateError as e:
-            device.events.append("check", result="refused" if isinstance(
-                e, (PolicyError, FirmwareFormatError)) else "failed", target=target_path,
-                reason=str(e))
+            device.events.append(
+                "check",
+                result="refused" if isinstance(e, (PolicyError, FirmwareFormatError)) else "failed",
+                target=target_path,
+                reason=str(e),
+            )
             raise
         tuf.persist()
         if fw is None:
@@ -349,12 +391,28 @@ def update(device: Device, *, target_path: str | None = None,
         except VerificationError:
             raise
         except UpdateError as e:
-            device.events.append("download", result="failed", target=fw.path,
-                                 to_version=fw.version_text, reason=str(e))
+            device.events.append(
+                "download",
+                result="failed",
+                target=fw.path,
+                to_version=fw.version_text,
+                reason=str(e),
+            )
             raise
-        device.events.append("install", result="ok", target=fw.path, slot=slot,
-                             from_version=installed.version_text, to_version=fw.version_text)
-        device.report("install", "installed", installed.version_text, slot,
-                      f"{fw.version_text} installed in slot {slot}; waiting for a trial boot")
+        device.events.append(
+            "install",
+            result="ok",
+            target=fw.path,
+            slot=slot,
+            from_version=installed.version_text,
+            to_version=fw.version_text,
+        )
+        device.report(
+            "install",
+            "installed",
+            installed.version_text,
+            slot,
+            f"{fw.version_text} installed in slot {slot}; waiting for a trial boot",
+        )
     device.flush_reports()
     return UpdateResult(True, installed.version_text, fw.version_text, slot, fw.path)

@@ -80,13 +80,13 @@ def _run(args: argparse.Namespace) -> None:
     fetcher = DeviceFetcher(user_agent="secure-ota-conformance")
     try:
         if args.command == "refresh":
-            TufClient(args.metadata_dir, args.metadata_url, None, fetcher,
-                      bootstrap=None).refresh()
+            TufClient(args.metadata_dir, args.metadata_url, None, fetcher, bootstrap=None).refresh()
             return
         if not (args.target_name and args.target_dir and args.target_base_url):
             raise UpdateError("download needs --target-name, --target-dir and --target-base-url")
-        tuf = TufClient(args.metadata_dir, args.metadata_url, args.target_base_url, fetcher,
-                        bootstrap=None)
+        tuf = TufClient(
+            args.metadata_dir, args.metadata_url, args.target_base_url, fetcher, bootstrap=None
+        )
         for name in args.target_name:
             target = tuf.get_target(name)
             dest = args.target_dir / quote(name, "")

@@ -28,14 +28,25 @@ def _name(cn: str) -> x509.Name:
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     path.chmod(0o600)
 
 
-def _issue(subject: str, issuer_key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
-           key: ec.EllipticCurvePrivateKey, *, ca: bool, server: bool) -> x509.Certificate:
+def _issue(
+    subject: str,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    server: bool,
+) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -46,14 +57,21 @@ def _issue(subject: str, issuer_key: ec.EllipticCurvePrivateKey, issuer: x509.Na
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     if ca:
         builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                          data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                          crl_sign=True, encipher_only=False, decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
     else:
@@ -65,8 +83,9 @@ def _issue(subject: str, issuer_key: ec.EllipticCurvePrivateKey, issuer: x509.Na
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         if server:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                             x509.DNSName("localhost")]),
+                x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                ),
                 critical=False,
             )
     return builder.sign(issuer_key, hashes.SHA256())
@@ -81,10 +100,19 @@ def make_tls(folder: Path, client_cn: str = "device-1") -> TlsFiles:
     server_cert = _issue("127.0.0.1", ca_key, ca_cert.subject, server_key, ca=False, server=True)
     client_key = ec.generate_private_key(ec.SECP256R1())
     client_cert = _issue(client_cn, ca_key, ca_cert.subject, client_key, ca=False, server=False)
-    files = TlsFiles(folder / "ca.pem", folder / "ca.key", folder / "server.pem",
-                     folder / "server.key", folder / "client.pem", folder / "client.key")
-    for cert, path in ((ca_cert, files.ca_cert), (server_cert, files.server_cert),
-                       (client_cert, files.client_cert)):
+    files = TlsFiles(
+        folder / "ca.pem",
+        folder / "ca.key",
+        folder / "server.pem",
+        folder / "server.key",
+        folder / "client.pem",
+        folder / "client.key",
+    )
+    for cert, path in (
+        (ca_cert, files.ca_cert),
+        (server_cert, files.server_cert),
+        (client_cert, files.client_cert),
+    ):
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(ca_key, files.ca_key)
     _write_key(server_key, files.server_key)

@@ -41,8 +41,9 @@ def sha256(data: bytes) -> str:
 
 
 def client_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("OTA_") and k != "TEST_SERVER_TOKEN"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("OTA_") and k != "TEST_SERVER_TOKEN"
+    }
     env.update(extra)
     return env
 
@@ -57,11 +58,19 @@ class DeviceHandle:
     data_dir: Path
     slots: dict[str, Path]
 
-    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [str(BIN / "ota-client"), "--config", str(self.config_path), *args],
-            env=env or client_env(), capture_output=True, text=True, timeout=timeout,
+            env=env or client_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
         if check and proc.returncode != 0:
@@ -127,8 +136,9 @@ class Lab:
         repo_dir = folder / "repo"
         init_dev(repo_dir)
         tls = make_tls(folder / "tls")
-        server = TlsStaticServer(repo_dir, folder / "server-state", tls.server_cert,
-                                 tls.server_key, token=TOKEN)
+        server = TlsStaticServer(
+            repo_dir, folder / "server-state", tls.server_cert, tls.server_key, token=TOKEN
+        )
         return cls(folder, repo_dir, tls, server)
 
     def delegate(self, hwid: str, *, terminating: bool = True) -> None:
@@ -147,15 +157,25 @@ class Lab:
                     targets.delegations = Delegations(keys={}, roles={})
                 assert targets.delegations.roles is not None
                 targets.delegations.roles[hwid] = DelegatedRole(
-                    hwid, [], 1, terminating, paths=[f"firmware/{hwid}/*"])
+                    hwid, [], 1, terminating, paths=[f"firmware/{hwid}/*"]
+                )
                 targets.add_key(signer.public_key, hwid)
             repo.publish_snapshot_and_timestamp()
         self.publishers[hwid] = signer
 
-    def publish(self, version: str, *, hwid: str = HWID, counter: int = 0,
-                data: bytes | None = None, size: int = 64 * 1024, healthy: bool = True,
-                path: str | None = None, custom: dict[str, Any] | None = None,
-                role: str = "targets") -> str:
+    def publish(
+        self,
+        version: str,
+        *,
+        hwid: str = HWID,
+        counter: int = 0,
+        data: bytes | None = None,
+        size: int = 64 * 1024,
+        healthy: bool = True,
+        path: str | None = None,
+        custom: dict[str, Any] | None = None,
+        role: str = "targets",
+    ) -> str:
         """Publish one firmware target in `role`; returns its target path."""
         from repository.manager import OtaRepository
 
@@ -165,8 +185,13 @@ class Lab:
         src.parent.mkdir(parents=True, exist_ok=True)
         src.write_bytes(data)
         if custom is None:
-            custom = {"firmware": {"version": version, "hardware_ids": [hwid],
-                                   "security_counter": counter}}
+            custom = {
+                "firmware": {
+                    "version": version,
+                    "hardware_ids": [hwid],
+                    "security_counter": counter,
+                }
+            }
         repo = OtaRepository.load(self.repo_dir)
         if role == "targets":
             repo.add_targets([(src, target_path, custom)])
@@ -188,10 +213,18 @@ class Lab:
         digest = sha256(self.published[target_path])
         return self.repo_dir / "targets" / directory / f"{digest}.{name}"
 
-    def device(self, name: str = "dev-1", *, factory: str | None = None,
-               extra: str = "", boot: str = "", server: str = "",
-               max_tries: int = 3, url: str | None = None,
-               token: str = TOKEN) -> DeviceHandle:
+    def device(
+        self,
+        name: str = "dev-1",
+        *,
+        factory: str | None = None,
+        extra: str = "",
+        boot: str = "",
+        server: str = "",
+        max_tries: int = 3,
+        url: str | None = None,
+        token: str = TOKEN,
+    ) -> DeviceHandle:
         """A device with the factory image `factory` (a published target path) in slot A,
         provisioned through `ota-client provision` when given."""
         folder = self.folder / "devices" / name
@@ -224,8 +257,8 @@ read_timeout = 10
 {server}
 
 [slots]
-A = "{slots['A']}"
-B = "{slots['B']}"
+A = "{slots["A"]}"
+B = "{slots["B"]}"
 
 [boot]
 max_tries = {max_tries}

@@ -60,9 +60,16 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _record(self, status: int, sent: int) -> None:
-        line = json.dumps({"method": self.command, "path": self.path, "status": status,
-                           "bytes": sent, "range": self.headers.get("Range"),
-                           "auth": bool(self.headers.get("Authorization"))})
+        line = json.dumps(
+            {
+                "method": self.command,
+                "path": self.path,
+                "status": status,
+                "bytes": sent,
+                "range": self.headers.get("Range"),
+                "auth": bool(self.headers.get("Authorization")),
+            }
+        )
         with self.server.log_lock, open(self.server.state / "requests.jsonl", "a") as f:
             f.write(line + "\n")
 
@@ -101,8 +108,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._empty(400)
                 return
             with self.server.log_lock, open(self.server.state / "reports.jsonl", "a") as f:
-                f.write(json.dumps({"report": report,
-                                    "auth": self.headers.get("Authorization")}) + "\n")
+                f.write(
+                    json.dumps({"report": report, "auth": self.headers.get("Authorization")}) + "\n"
+                )
         self._empty(status)
 
     def do_HEAD(self) -> None:
@@ -216,8 +224,16 @@ class TlsStaticServer:
         token: Require `Authorization: Bearer <token>` (passed by environment, never argv).
     """
 
-    def __init__(self, root: Path, state: Path, cert: Path | None, key: Path | None, *,
-                 client_ca: Path | None = None, token: str | None = None):
+    def __init__(
+        self,
+        root: Path,
+        state: Path,
+        cert: Path | None,
+        key: Path | None,
+        *,
+        client_ca: Path | None = None,
+        token: str | None = None,
+    ):
         self.root, self.state, self.cert, self.key = root, state, cert, key
         self.client_ca, self.token = client_ca, token
         self.proc: subprocess.Popen[str] | None = None
@@ -230,8 +246,14 @@ class TlsStaticServer:
 
     def start(self) -> TlsStaticServer:
         self.state.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, str(Path(__file__).resolve()), "--root", str(self.root),
-                "--state", str(self.state)]
+        argv = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--root",
+            str(self.root),
+            "--state",
+            str(self.state),
+        ]
         if self.cert and self.key:
             argv += ["--cert", str(self.cert), "--key", str(self.key)]
         if self.client_ca:
@@ -240,8 +262,9 @@ class TlsStaticServer:
         env.pop("TEST_SERVER_TOKEN", None)
         if self.token:
             env["TEST_SERVER_TOKEN"] = self.token
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("PORT "):

@@ -36,9 +36,14 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
 
 
 def _start_agent(dev: DeviceHandle) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(BIN / "ota-client"), "--config", str(dev.config_path), "run"],
-                            env=client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [str(BIN / "ota-client"), "--config", str(dev.config_path), "run"],
+        env=client_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _wait_for(condition: object, timeout: float = 30) -> None:
@@ -117,20 +122,30 @@ def test_client_certificate_and_token(lab: Lab, tmp_path: Path) -> None:
     v1 = lab.publish("1.0.0")
     lab.publish("2.0.0")
     lab.server.stop()
-    lab.server = TlsStaticServer(lab.repo_dir, tmp_path / "mtls-state", lab.tls.server_cert,
-                                 lab.tls.server_key, client_ca=lab.tls.ca_cert, token=TOKEN)
+    lab.server = TlsStaticServer(
+        lab.repo_dir,
+        tmp_path / "mtls-state",
+        lab.tls.server_cert,
+        lab.tls.server_key,
+        client_ca=lab.tls.ca_cert,
+        token=TOKEN,
+    )
     lab.server.start()
     tls = lab.tls
-    dev = lab.device(factory=None, server=f'client_cert = "{tls.client_cert}"\n'
-                                          f'client_key = "{tls.client_key}"')
+    dev = lab.device(
+        factory=None, server=f'client_cert = "{tls.client_cert}"\nclient_key = "{tls.client_key}"'
+    )
     dev.slots["A"].write_bytes(lab.published[v1])
     dev.run("provision", "--slot", "A", "--target", v1, check=True)
     assert dev.json("update")["version"] == "2.0.0"
 
     # without the certificate the server refuses the TLS handshake
     with_cert = dev.config_path.read_text()
-    no_cert = "\n".join(line for line in with_cert.splitlines()
-                        if not line.startswith(("client_cert =", "client_key =")))
+    no_cert = "\n".join(
+        line
+        for line in with_cert.splitlines()
+        if not line.startswith(("client_cert =", "client_key ="))
+    )
     dev.config_path.write_text(no_cert)
     assert_one_line_error(dev.run("check"), "metadata refresh failed", "TLS verification failed")
     # a client key others can read is refused before any connection
@@ -149,12 +164,12 @@ def test_a_server_trickling_bytes_is_cut_off(lab: Lab) -> None:
     v1 = lab.publish("1.0.0")
     v2 = lab.publish("2.0.0", size=4 * 1024 * 1024)
     lab.server.set_faults({"throttle": {"fw-2.0.0": 600 * 1024}})
-    dev = lab.device(factory=v1,
-                     server="min_rate_bytes = 4000000\nmin_rate_grace_seconds = 1.0")
+    dev = lab.device(factory=v1, server="min_rate_bytes = 4000000\nmin_rate_grace_seconds = 1.0")
     before = dev.snapshot()
     proc = dev.run("update")
-    assert_one_line_error(proc, f"download of {v2} failed (it will resume):",
-                          "transfer slower than 4000000 B/s")
+    assert_one_line_error(
+        proc, f"download of {v2} failed (it will resume):", "transfer slower than 4000000 B/s"
+    )
     assert dev.snapshot() == before
     assert 0 < _download_offset(dev) < len(lab.published[v2])
 
@@ -167,8 +182,9 @@ def test_the_whole_download_is_time_bounded(lab: Lab) -> None:
     lab.server.set_faults({"throttle": {"fw-2.0.0": 2000}})
     dev = lab.device(factory=v1, server="max_download_seconds = 1.5")
     proc = dev.run("update")
-    assert_one_line_error(proc, f"download of {v2} failed (it will resume):",
-                          "transfer took longer than 1.5 s")
+    assert_one_line_error(
+        proc, f"download of {v2} failed (it will resume):", "transfer took longer than 1.5 s"
+    )
 
 
 def test_resume_falls_back_to_a_full_download_when_ranges_are_ignored(lab: Lab) -> None:
@@ -184,5 +200,8 @@ def test_resume_falls_back_to_a_full_download_when_ranges_are_ignored(lab: Lab) 
     assert dev.json("update")["version"] == "2.0.0"
     [fetch] = [r for r in lab.server.requests() if name in r["path"]]
     assert (fetch["range"] is not None, fetch["status"], fetch["bytes"]) == (
-        True, 200, len(lab.published[v2]))
+        True,
+        200,
+        len(lab.published[v2]),
+    )
     assert dev.json("boot")["version"] == "2.0.0"

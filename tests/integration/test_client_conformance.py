@@ -36,9 +36,14 @@ class Adapter:
         self.td.mkdir(parents=True)
 
     def __call__(self, *args: str) -> int:
-        proc = subprocess.run([sys.executable, str(ADAPTER), *args], env=client_env(),
-                              capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [sys.executable, str(ADAPTER), *args],
+            env=client_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc.returncode
 
@@ -48,14 +53,28 @@ class Adapter:
         return self("--metadata-dir", str(self.md), "init", str(trusted))
 
     def refresh(self) -> int:
-        return self("--metadata-url", f"{self.lab.server.url}/metadata",
-                    "--metadata-dir", str(self.md), "refresh")
+        return self(
+            "--metadata-url",
+            f"{self.lab.server.url}/metadata",
+            "--metadata-dir",
+            str(self.md),
+            "refresh",
+        )
 
     def download(self, *names: str) -> int:
         opts = [a for n in names for a in ("--target-name", n)]
-        return self("--metadata-url", f"{self.lab.server.url}/metadata", "--metadata-dir",
-                    str(self.md), *opts, "--target-dir", str(self.td), "--target-base-url",
-                    f"{self.lab.server.url}/targets", "download")
+        return self(
+            "--metadata-url",
+            f"{self.lab.server.url}/metadata",
+            "--metadata-dir",
+            str(self.md),
+            *opts,
+            "--target-dir",
+            str(self.td),
+            "--target-base-url",
+            f"{self.lab.server.url}/targets",
+            "download",
+        )
 
     def json_files(self) -> set[str]:
         return {p.name for p in self.md.iterdir() if p.name.endswith(".json")}
@@ -64,8 +83,9 @@ class Adapter:
 def _served(lab: Lab, role: str) -> bytes:
     if role == "timestamp":
         return (lab.repo_dir / "metadata" / "timestamp.json").read_bytes()
-    newest = max(lab.repo_dir.glob(f"metadata/*.{role}.json"),
-                 key=lambda p: int(p.name.split(".")[0]))
+    newest = max(
+        lab.repo_dir.glob(f"metadata/*.{role}.json"), key=lambda p: int(p.name.split(".")[0])
+    )
     return newest.read_bytes()
 
 
@@ -94,8 +114,9 @@ def test_init_refresh_download_and_cache(lab: Lab, tmp_path: Path) -> None:
     assert {p.name for p in client.td.iterdir()} == {quote(a, ""), quote(b, "")}
 
 
-def test_delegated_roles_are_fetched_only_when_a_lookup_needs_them(lab: Lab,
-                                                                   tmp_path: Path) -> None:
+def test_delegated_roles_are_fetched_only_when_a_lookup_needs_them(
+    lab: Lab, tmp_path: Path
+) -> None:
     lab.delegate("model-x")
     fw = lab.publish("1.0.0", role="model-x")
     client = Adapter(lab, tmp_path)
@@ -112,8 +133,16 @@ def test_every_failure_exits_1_and_leaves_nothing_behind(lab: Lab, tmp_path: Pat
     assert client("init") == 1  # argparse would say 2
     assert client("--metadata-dir", str(client.md), "frobnicate") == 1
     assert client.init() == 0
-    assert client("--metadata-url", f"{lab.server.url}/nothing-here", "--metadata-dir",
-                  str(client.md), "refresh") == 1
+    assert (
+        client(
+            "--metadata-url",
+            f"{lab.server.url}/nothing-here",
+            "--metadata-dir",
+            str(client.md),
+            "refresh",
+        )
+        == 1
+    )
     assert client.refresh() == 0
     assert client.download("firmware/model-x/missing.bin") == 1
     lab.served_file(fw).write_bytes(b"tampered")

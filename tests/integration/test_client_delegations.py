@@ -69,8 +69,9 @@ def test_server_with_online_keys_cannot_forge_a_delegated_role(lab: Lab) -> None
     with repo.writing("forge"):
         md = repo.open("model-x")
         forged = TargetFile.from_file("firmware/model-x/fw-6.6.6.bin", str(evil))
-        forged.unrecognized_fields["custom"] = {"firmware": {
-            "version": "6.6.6", "hardware_ids": ["model-x"], "security_counter": 9}}
+        forged.unrecognized_fields["custom"] = {
+            "firmware": {"version": "6.6.6", "hardware_ids": ["model-x"], "security_counter": 9}
+        }
         md.signed.targets[forged.path] = forged
         md.signed.version += 1
         md.signatures.clear()
@@ -83,13 +84,17 @@ def test_server_with_online_keys_cannot_forge_a_delegated_role(lab: Lab) -> None
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(
         "ota-client: error: looking up firmware/model-x/.ota-listing-probe failed: "
-        "UnsignedMetadataError: model-x was signed by 0/1 keys"), proc.stderr
+        "UnsignedMetadataError: model-x was signed by 0/1 keys"
+    ), proc.stderr
     assert dev.run("update", "--target", forged.path).returncode == 1
     after = dev.snapshot()
-    assert after["metadata"].items() >= {
-        k: v for k, v in before["metadata"].items() if "model-x" in k}.items()
+    assert (
+        after["metadata"].items()
+        >= {k: v for k, v in before["metadata"].items() if "model-x" in k}.items()
+    )
     assert {k: v for k, v in after.items() if k != "metadata"} == {
-        k: v for k, v in before.items() if k != "metadata"}
+        k: v for k, v in before.items() if k != "metadata"
+    }
 
 
 def test_firmware_in_hash_bins(lab: Lab) -> None:

@@ -66,8 +66,15 @@ def test_every_documented_command_runs(lab: Lab, tmp_path: Path) -> None:
     (root / "etc").mkdir(parents=True)
     script = "\n".join(blocks("sh"))
     assert "ota-client provision" in script and "ota-client log verify" in script
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     out = proc.stdout
@@ -78,7 +85,10 @@ def test_every_documented_command_runs(lab: Lab, tmp_path: Path) -> None:
     assert "event log OK" in out
     assert "ota_active=A" in out
     assert systemctl_log.read_text().splitlines() == [
-        "daemon-reload", "enable ota-client-boot.service", "enable --now ota-client.service"]
+        "daemon-reload",
+        "enable ota-client-boot.service",
+        "enable --now ota-client.service",
+    ]
     installed = sorted(p.name for p in (root / "etc" / "systemd" / "system").iterdir())
     assert installed == sorted(p.name for p in UNITS.iterdir())
     data = root / "var" / "lib" / "ota-client"
@@ -95,12 +105,23 @@ def test_every_documented_command_runs(lab: Lab, tmp_path: Path) -> None:
         return [str(BIN / "ota-client"), "--config", env["CONFIG"], *argv[3:]]
 
     for unit in ("ota-client-boot.service", "ota-client-update.service"):
-        done = subprocess.run(unit_command(unit), env=env, capture_output=True, text=True,
-                              timeout=60, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            unit_command(unit),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert done.returncode == 0, (unit, done.stderr)
-    agent = subprocess.Popen(unit_command("ota-client.service"), env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL)
+    agent = subprocess.Popen(
+        unit_command("ota-client.service"),
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         agent.wait(timeout=1)
     except subprocess.TimeoutExpired:
@@ -110,9 +131,15 @@ def test_every_documented_command_runs(lab: Lab, tmp_path: Path) -> None:
     assert agent.returncode == 0, stderr
     assert stdout.startswith("stopped after")
     assert "OnUnitActiveSec=1h" in (UNITS / "ota-client-update.timer").read_text()
-    status = json.loads(subprocess.run(
-        [str(BIN / "ota-client"), "--config", env["CONFIG"], "status", "--json"], env=env,
-        capture_output=True, text=True, check=True).stdout)
+    status = json.loads(
+        subprocess.run(
+            [str(BIN / "ota-client"), "--config", env["CONFIG"], "status", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert status["installed_version"] == "2.0.0"
 
 
@@ -121,10 +148,17 @@ def test_documented_uboot_settings_are_accepted(tmp_path: Path) -> None:
 
     [snippet] = blocks("toml")
     boot = tomllib.loads(snippet)
-    config = parse_config({
-        "device_id": "d", "hardware_id": "model-x", "data_dir": "data", "trusted_root": "r",
-        "server": {"metadata_url": "https://s/metadata/", "targets_url": "https://s/targets/"},
-        "slots": {"A": "/dev/a", "B": "/dev/b"}, "boot": boot,
-    }, tmp_path)
+    config = parse_config(
+        {
+            "device_id": "d",
+            "hardware_id": "model-x",
+            "data_dir": "data",
+            "trusted_root": "r",
+            "server": {"metadata_url": "https://s/metadata/", "targets_url": "https://s/targets/"},
+            "slots": {"A": "/dev/a", "B": "/dev/b"},
+            "boot": boot,
+        },
+        tmp_path,
+    )
     assert config.boot.backend == "uboot"
     assert config.boot.reboot_command == ("systemctl", "reboot")

@@ -36,17 +36,28 @@ def test_update_v1_to_v3_then_failing_v4_rolls_back(lab: Lab) -> None:
     assert proc.stderr.splitlines()[-1] == "downloading: 100% (524288/524288 bytes)"
     result = [e for e in dev.events() if e["event"] == "install"][-1]
     assert (result["from_version"], result["to_version"], result["slot"], result["target"]) == (
-        "1.0.0", "3.0.0", "B", v3)
+        "1.0.0",
+        "3.0.0",
+        "B",
+        v3,
+    )
     assert dev.slots["B"].read_bytes() == lab.published[v3]
     status = dev.status()
     assert status["installed_version"] == "1.0.0"  # not committed before the trial boot
     assert (status["trial_slot"], status["trial_tries_left"]) == ("B", 3)
-    assert_one_line_error(dev.run("update"),
-                          "slot B is waiting for its trial boot: reboot (ota-client boot) first")
+    assert_one_line_error(
+        dev.run("update"), "slot B is waiting for its trial boot: reboot (ota-client boot) first"
+    )
 
     booted = dev.json("boot")
-    assert booted == {"slot": "B", "version": "3.0.0", "committed": True,
-                      "rolled_back": False, "reason": None, "reboot_required": False}
+    assert booted == {
+        "slot": "B",
+        "version": "3.0.0",
+        "committed": True,
+        "rolled_back": False,
+        "reason": None,
+        "reboot_required": False,
+    }
     status = dev.status()
     assert (status["active_slot"], status["installed_version"]) == ("B", "3.0.0")
     assert status["security_counter"] == 2 and status["trial_slot"] is None
@@ -56,9 +67,14 @@ def test_update_v1_to_v3_then_failing_v4_rolls_back(lab: Lab) -> None:
     v4 = lab.publish("4.0.0", counter=2, healthy=False)
     assert dev.json("update")["slot"] == "A"
     booted = dev.json("boot")
-    assert booted == {"slot": "B", "version": "3.0.0", "committed": False,
-                      "rolled_back": True, "reason": "health check exited 3",
-                      "reboot_required": False}
+    assert booted == {
+        "slot": "B",
+        "version": "3.0.0",
+        "committed": False,
+        "rolled_back": True,
+        "reason": "health check exited 3",
+        "reboot_required": False,
+    }
     status = dev.status()
     assert (status["active_slot"], status["installed_version"]) == ("B", "3.0.0")
     assert sha256(dev.slots["B"].read_bytes()) == sha256(lab.published[v3])
@@ -82,10 +98,11 @@ def test_update_v1_to_v3_then_failing_v4_rolls_back(lab: Lab) -> None:
         ("rollback", "rolled-back", "3.0.0", "B"),
     ]
     assert reports[-1]["reason"] == "health check exited 3"
-    assert all(set(r) == {"device_id", "installed_version", "slot", "result", "reason",
-                          "event"} for r in reports)
+    assert all(
+        set(r) == {"device_id", "installed_version", "slot", "result", "reason", "event"}
+        for r in reports
+    )
     assert dev.status()["reports_queued"] == 0
     # Every request carried the device token; no secret reached argv, output or the log.
     assert all(r["auth"] for r in lab.server.requests())
     assert TOKEN not in (dev.data_dir / "events.log").read_text()
-

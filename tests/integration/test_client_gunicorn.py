@@ -26,8 +26,9 @@ def test_update_through_gunicorn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     lab.publish("9.0.0", hwid="model-y", counter=2)
     paths = RepoPaths(lab.repo_dir.resolve())
     token = add_device(paths, "dev-g1", "model-x")
-    with run_gunicorn(lab.repo_dir, cert=lab.tls.server_cert, key=lab.tls.server_key,
-                      ca_cert=lab.tls.ca_cert) as server:
+    with run_gunicorn(
+        lab.repo_dir, cert=lab.tls.server_cert, key=lab.tls.server_key, ca_cert=lab.tls.ca_cert
+    ) as server:
         dev = lab.device("dev-g1", url=server.url, token=token)
         dev.slots["A"].write_bytes(lab.published[v1])
         dev.run("provision", "--slot", "A", "--target", v1, check=True)
@@ -38,11 +39,13 @@ def test_update_through_gunicorn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         # another model's firmware: the client's policy refuses it before any download
         refused = dev.run("update", "--target", "firmware/model-y/fw-9.0.0.bin")
         assert refused.returncode == 1
-        assert refused.stderr == ("ota-client: error: refused firmware/model-y/fw-9.0.0.bin: "
-                                  "built for model-y, this device is model-x\n")
+        assert refused.stderr == (
+            "ota-client: error: refused firmware/model-y/fw-9.0.0.bin: "
+            "built for model-y, this device is model-x\n"
+        )
         assert dev.status()["reports_queued"] == 0
     audit = read_request_log(request_log_path(paths.private))
     reports = [r for r in audit if r.get("event") == "report"]
-    assert [(r["device"], r.get("device_event"), r["installed_version"], r["result"])
-            for r in reports] == [("dev-g1", "install", "1.0.0", "installed"),
-                                  ("dev-g1", "commit", "3.0.0", "committed")]
+    assert [
+        (r["device"], r.get("device_event"), r["installed_version"], r["result"]) for r in reports
+    ] == [("dev-g1", "install", "1.0.0", "installed"), ("dev-g1", "commit", "3.0.0", "committed")]

@@ -18,8 +18,14 @@ import pytest
 
 from tests.helpers.ota_device import BIN, PASSPHRASE, DeviceHandle, Lab, client_env, sha256
 
-UPDATE_POINTS = ["install-slot-cleared", "download-checkpoint", "download-mid", "install-written",
-                 "install-recorded", "install-trial-set"]
+UPDATE_POINTS = [
+    "install-slot-cleared",
+    "download-checkpoint",
+    "download-mid",
+    "install-written",
+    "install-recorded",
+    "install-trial-set",
+]
 BOOT_POINTS = ["boot-counted", "boot-health-checked", "boot-committed"]
 CYCLES_PER_DEVICE = 13
 IMAGE_SIZE = 512 * 1024
@@ -51,14 +57,20 @@ class Ladder:
         with self.lock:
             if int(version) >= self.newest:
                 self.newest += 1
-                self.by_version[str(self.newest)] = self.lab.publish(str(self.newest),
-                                                                     size=IMAGE_SIZE)
+                self.by_version[str(self.newest)] = self.lab.publish(
+                    str(self.newest), size=IMAGE_SIZE
+                )
             return self.newest
 
 
 def _kill_after(argv: list[str], delay: float, env: dict[str, str]) -> int:
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         proc.wait(timeout=delay)
     except subprocess.TimeoutExpired:
@@ -66,8 +78,9 @@ def _kill_after(argv: list[str], delay: float, env: dict[str, str]) -> int:
     return proc.wait(timeout=30)
 
 
-def _boot_checked(lab: Lab, ladder: Ladder, dev: DeviceHandle, what: str,
-                  problems: list[str]) -> str | None:
+def _boot_checked(
+    lab: Lab, ladder: Ladder, dev: DeviceHandle, what: str, problems: list[str]
+) -> str | None:
     """Boot; the booted slot must hold exactly a published image. Returns its version."""
     proc = dev.run("boot", "--json")
     if proc.returncode != 0:
@@ -137,8 +150,9 @@ def test_sigkill_during_download_install_and_boot_never_leaves_device_unbootable
     lab.server.set_faults({"throttle": {".fw-": 4 * 1024 * 1024}})
     started = time.monotonic()
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda a: _trials(lab, ladder, *a),
-                                [(d, i) for i, d in enumerate(devices)]))
+        results = list(
+            pool.map(lambda a: _trials(lab, ladder, *a), [(d, i) for i, d in enumerate(devices)])
+        )
     trials = sum(n for n, _ in results)
     problems = [p for _, ps in results for p in ps]
     assert trials >= 50
@@ -160,8 +174,14 @@ def test_boot_tries_exhausted_by_crashes_fall_back(lab: Lab) -> None:
         assert dev.run("boot", env=crash).returncode == -signal.SIGKILL
         assert dev.status()["trial_tries_left"] == tries_left
     booted = dev.json("boot")
-    assert booted == {"slot": "A", "version": "1.0.0", "committed": False, "rolled_back": True,
-                      "reason": "boot tries exhausted", "reboot_required": False}
+    assert booted == {
+        "slot": "A",
+        "version": "1.0.0",
+        "committed": False,
+        "rolled_back": True,
+        "reason": "boot tries exhausted",
+        "reboot_required": False,
+    }
     assert dev.json("update")["result"] == "no-update"
     assert dev.slots["A"].read_bytes() == lab.published[v1]
 

@@ -44,36 +44,49 @@ def _refused(dev: DeviceHandle, *args: str, message: str) -> None:
 def test_firmware_for_another_model_is_refused(lab: Lab) -> None:
     dev = _device_on_v2(lab)
     other = lab.publish("3.0.0", hwid="model-y", counter=5)
-    _refused(dev, "--target", other,
-             message=f"refused {other}: built for model-y, this device is model-x")
+    _refused(
+        dev,
+        "--target",
+        other,
+        message=f"refused {other}: built for model-y, this device is model-x",
+    )
     # and the automatic update never picks it
     assert dev.json("check")["update_available"] is False
 
 
 def test_older_version_is_refused(lab: Lab) -> None:
     dev = _device_on_v2(lab)
-    _refused(dev, "--target", "firmware/model-x/fw-1.0.0.bin",
-             message="refused firmware/model-x/fw-1.0.0.bin: version 1.0.0 is not newer than "
-                     "the installed 2.0.0")
+    _refused(
+        dev,
+        "--target",
+        "firmware/model-x/fw-1.0.0.bin",
+        message="refused firmware/model-x/fw-1.0.0.bin: version 1.0.0 is not newer than "
+        "the installed 2.0.0",
+    )
 
 
 def test_version_below_security_counter_is_refused(lab: Lab) -> None:
     dev = _device_on_v2(lab)
     # newer, validly signed, but re-publishes a vulnerable build line (counter 4 < 5)
     old = lab.publish("2.1.0", counter=4)
-    _refused(dev, "--target", old,
-             message=f"refused {old}: security counter 4 is below the device's 5")
+    _refused(
+        dev, "--target", old, message=f"refused {old}: security counter 4 is below the device's 5"
+    )
     check = dev.json("check")
     assert check["update_available"] is False
-    assert check["skipped"] == [{"target": old, "reason":
-                                 f"refused {old}: security counter 4 is below the device's 5"}]
+    assert check["skipped"] == [
+        {"target": old, "reason": f"refused {old}: security counter 4 is below the device's 5"}
+    ]
 
 
 def test_malformed_firmware_fields_are_refused(lab: Lab) -> None:
     dev = _device_on_v2(lab)
-    bad = lab.publish("3.0.0", custom={"firmware": {"version": "3.0.0-rc1",
-                                                    "hardware_ids": ["model-x"],
-                                                    "security_counter": 9}})
+    bad = lab.publish(
+        "3.0.0",
+        custom={
+            "firmware": {"version": "3.0.0-rc1", "hardware_ids": ["model-x"], "security_counter": 9}
+        },
+    )
     _refused(dev, "--target", bad, message=f"{bad}: malformed version '3.0.0-rc1'")
 
 
@@ -95,8 +108,11 @@ def test_server_sending_more_bytes_than_the_metadata_is_refused(lab: Lab) -> Non
     v3 = lab.publish("3.0.0", counter=5)
     lab.server.set_faults({"extra_bytes": {v3.rpartition("/")[2]: 4096}})
     length = len(lab.published[v3])
-    _refused(dev, message=f"refused {v3}: the server sent more than the {length} bytes "
-                          "the verified metadata lists")
+    _refused(
+        dev,
+        message=f"refused {v3}: the server sent more than the {length} bytes "
+        "the verified metadata lists",
+    )
 
 
 def test_resumed_download_with_tampered_earlier_bytes_is_refused(lab: Lab) -> None:
@@ -106,8 +122,10 @@ def test_resumed_download_with_tampered_earlier_bytes_is_refused(lab: Lab) -> No
     before = dev.snapshot()
     # the first attempt is cut after 1 MiB (the connection drops): the bytes so far are kept
     lab.server.set_faults({"cut_after": {v3.rpartition("/")[2]: 1024 * 1024}})
-    assert_one_line_error(dev.run("update"), f"download of {v3} failed (it will resume): "
-                          "connection broken mid-transfer")
+    assert_one_line_error(
+        dev.run("update"),
+        f"download of {v3} failed (it will resume): connection broken mid-transfer",
+    )
     assert (dev.data_dir / "download.json").exists()
     # someone alters the partial image while the device waits
     partial = dev.slots["A"]
@@ -188,7 +206,11 @@ def test_bad_config_is_one_line(tmp_path: Path, text: str, message: str) -> None
 
     config = tmp_path / "c.toml"
     config.write_text(text)
-    proc = subprocess.run([str(Path(sys.executable).parent / "ota-client"), "--config",
-                           str(config), "status"], capture_output=True, text=True,
-                          env=client_env(), timeout=30)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ota-client"), "--config", str(config), "status"],
+        capture_output=True,
+        text=True,
+        env=client_env(),
+        timeout=30,
+    )
     assert_one_line_error(proc, message)

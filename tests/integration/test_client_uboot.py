@@ -27,13 +27,15 @@ class UBootDevice:
         install(tmp / "bin")
         self.store = tmp / "uboot-env.json"
         self.reboots = tmp / "reboots"
-        self.env = client_env(PATH=f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}",
-                              FAKE_UBOOT_ENV=str(self.store))
+        self.env = client_env(
+            PATH=f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}", FAKE_UBOOT_ENV=str(self.store)
+        )
         reboot = tmp / "reboot"
         reboot.write_text(f"#!/bin/sh\necho reboot >> {self.reboots}\n")
         reboot.chmod(0o755)
         self.dev: DeviceHandle = lab.device(
-            boot=f'backend = "uboot"\nreboot_command = ["{reboot}"]')
+            boot=f'backend = "uboot"\nreboot_command = ["{reboot}"]'
+        )
 
     def run(self, *args: str) -> dict[str, object]:
         proc = self.dev.run(*args, "--json", env=self.env)
@@ -66,7 +68,10 @@ def test_update_commit_rollback_and_bootloader_fallback(lab: Lab, tmp_path: Path
     assert bootloader(u.store) == "A"
     booted = u.run("boot")
     assert (booted["rolled_back"], booted["reason"], booted["reboot_required"]) == (
-        True, "health check exited 3", True)
+        True,
+        "health check exited 3",
+        True,
+    )
     assert u.reboots.read_text() == "reboot\n"
     assert bootloader(u.store) == "B"
     assert u.run("boot")["version"] == "2.0.0"
@@ -81,6 +86,8 @@ def test_update_commit_rollback_and_bootloader_fallback(lab: Lab, tmp_path: Path
     assert (booted["slot"], booted["version"]) == ("B", "2.0.0")
     last = u.dev.events()[-2]
     assert (last["event"], last["reason"]) == (
-        "rollback", "boot tries exhausted (the bootloader fell back)")
+        "rollback",
+        "boot tries exhausted (the bootloader fell back)",
+    )
     assert u.run("check")["update_available"] is False  # 3.0.0 and 4.0.0 are not retried
     assert u.run("status")["installed_version"] == "2.0.0"

@@ -13,7 +13,7 @@ from client.errors import StorageError
 
 # A stand-in for libubootenv's fw_printenv / fw_setenv --script, keeping the environment in a
 # JSON file (the tests' "flash").
-FAKE_ENV = r'''
+FAKE_ENV = r"""
 import json, os, sys
 store = os.environ["FAKE_UBOOT_ENV"]
 env = json.load(open(store)) if os.path.exists(store) else {}
@@ -32,7 +32,7 @@ else:
             env.pop(name, None)
     json.dump(env, open(store + ".tmp", "w"))
     os.replace(store + ".tmp", store)
-'''
+"""
 
 
 def test_file_backend_roundtrip(tmp_path: Path) -> None:
@@ -42,8 +42,11 @@ def test_file_backend_roundtrip(tmp_path: Path) -> None:
     assert ctl.read() == BootState("A", "B", 3)
 
 
-@pytest.mark.parametrize("state", [BootState("C"), BootState("A", "A", 1), BootState("A", "B", -1)],
-                         ids=["unknown-slot", "trial-is-active", "negative-tries"])
+@pytest.mark.parametrize(
+    "state",
+    [BootState("C"), BootState("A", "A", 1), BootState("A", "B", -1)],
+    ids=["unknown-slot", "trial-is-active", "negative-tries"],
+)
 def test_inconsistent_states_refused(tmp_path: Path, state: BootState) -> None:
     with pytest.raises(StorageError):
         FileBootControl(tmp_path / "b.json").write(state)
@@ -54,8 +57,9 @@ def uboot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> UBootEnvBootContro
     script = tmp_path / "fake_env.py"
     script.write_text(FAKE_ENV)
     monkeypatch.setenv("FAKE_UBOOT_ENV", str(tmp_path / "env.json"))
-    return UBootEnvBootControl((sys.executable, str(script), "print"),
-                               (sys.executable, str(script), "set"), tmp_path)
+    return UBootEnvBootControl(
+        (sys.executable, str(script), "print"), (sys.executable, str(script), "set"), tmp_path
+    )
 
 
 def test_uboot_backend_roundtrip(uboot: UBootEnvBootControl, tmp_path: Path) -> None:

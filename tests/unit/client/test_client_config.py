@@ -56,8 +56,11 @@ def test_good_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ('metadata_url = "https://', 'metadata_url = "http://',
-         "server.metadata_url must be an https:// URL"),
+        (
+            'metadata_url = "https://',
+            'metadata_url = "http://',
+            "server.metadata_url must be an https:// URL",
+        ),
         ('device_id = "dev-1"', 'device_id = "dev 1"', "device_id must match"),
         ('device_id = "dev-1"', "", "missing required setting device_id"),
         ("max_tries = 2", "max_tries = 0", "boot.max_tries must be at least 1"),
@@ -65,14 +68,31 @@ def test_good_config(tmp_path: Path) -> None:
         ("max_tries = 2", "max_tries = true", "boot.max_tries must not be a boolean"),
         ('B = "/dev/mmcblk0p3"', 'B = "/dev/mmcblk0p2"', "slots.A and slots.B must be different"),
         ("[agent]", "[agent]\nbogus = 1", "unknown setting agent.bogus"),
-        ('health_check = ["/usr/bin/health", "--quick"]', 'health_check = "/usr/bin/health"',
-         "boot.health_check has the wrong type"),
-        ('token_file = "/etc/ota/token"', 'client_cert = "c.pem"',
-         "server.client_cert and server.client_key go together"),
+        (
+            'health_check = ["/usr/bin/health", "--quick"]',
+            'health_check = "/usr/bin/health"',
+            "boot.health_check has the wrong type",
+        ),
+        (
+            'token_file = "/etc/ota/token"',
+            'client_cert = "c.pem"',
+            "server.client_cert and server.client_key go together",
+        ),
         ("max_tries = 2", 'backend = "grub"', "boot.backend must be 'file' or 'uboot'"),
     ],
-    ids=["http-url", "bad-id", "missing", "zero-tries", "string-number", "bool-number",
-         "same-slots", "unknown", "argv-string", "cert-without-key", "backend"],
+    ids=[
+        "http-url",
+        "bad-id",
+        "missing",
+        "zero-tries",
+        "string-number",
+        "bool-number",
+        "same-slots",
+        "unknown",
+        "argv-string",
+        "cert-without-key",
+        "backend",
+    ],
 )
 def test_bad_settings(tmp_path: Path, old: str, new: str, message: str) -> None:
     assert old in GOOD

@@ -18,8 +18,7 @@ from client.firmware import Firmware, check_policy, parse_version
 
 
 def _target(path: str = "firmware/model-x/fw-1.4.2.bin", **fields: Any) -> TargetFile:
-    fw: dict[str, Any] = {"version": "1.4.2", "hardware_ids": ["model-x"],
-                          "security_counter": 3}
+    fw: dict[str, Any] = {"version": "1.4.2", "hardware_ids": ["model-x"], "security_counter": 3}
     fw.update(fields)
     fw = {k: v for k, v in fw.items() if v is not None}
     tf = TargetFile.from_data(path, b"image", ["sha256"])
@@ -27,15 +26,31 @@ def _target(path: str = "firmware/model-x/fw-1.4.2.bin", **fields: Any) -> Targe
     return tf
 
 
-@pytest.mark.parametrize(("text", "expected"), [("1", (1,)), ("1.4.2", (1, 4, 2)),
-                                                 ("0.0.10", (0, 0, 10))])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1", (1,)), ("1.4.2", (1, 4, 2)), ("0.0.10", (0, 0, 10))]
+)
 def test_versions(text: str, expected: tuple[int, ...]) -> None:
     assert parse_version(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "1.", ".1", "1..2", "01.2", "1.2-rc1", "v1",
-                                  "1.2.3.4.5.6.7.8.9", " 1", "1e3", 1, None,
-                                  "\uff11.\uff12"])  # fullwidth digits
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "1.",
+        ".1",
+        "1..2",
+        "01.2",
+        "1.2-rc1",
+        "v1",
+        "1.2.3.4.5.6.7.8.9",
+        " 1",
+        "1e3",
+        1,
+        None,
+        "\uff11.\uff12",
+    ],
+)  # fullwidth digits
 def test_malformed_versions(text: object) -> None:
     with pytest.raises(FirmwareFormatError):
         parse_version(text)
@@ -67,21 +82,40 @@ def test_parse_good_target() -> None:
         ({"deltas": {"x": "firmware/a"}}, "malformed version 'x'"),
         ({"version": "1.4.3"}, "file name does not carry the version 1.4.3"),
     ],
-    ids=["no-version", "empty-hwids", "hwids-string", "hwid-chars", "negative-counter",
-         "bool-counter", "float-counter", "no-counter", "deltas-list", "delta-version",
-         "name-mismatch"],
+    ids=[
+        "no-version",
+        "empty-hwids",
+        "hwids-string",
+        "hwid-chars",
+        "negative-counter",
+        "bool-counter",
+        "float-counter",
+        "no-counter",
+        "deltas-list",
+        "delta-version",
+        "name-mismatch",
+    ],
 )
 def test_malformed_targets(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(FirmwareFormatError, match=re.escape(message)):
         Firmware.from_target(_target(**kwargs))
 
 
-@pytest.mark.parametrize("path", ["firmware/model-x/fw-1.4.2.img", "firmware/fw-1.4.2.bin",
-                                  "other/model-x/fw-1.4.2.bin", "firmware/model-x/-1.4.2.bin",
-                                  "firmware/model-x/..%2f..%2fpwned-fw-1.4.2.bin",
-                                  "firmware/model-x/..\\pwned-fw-1.4.2.bin",
-                                  "firmware/../fw-1.4.2.bin", "firmware/model-x/.fw-1.4.2.bin",
-                                  "firmware//fw-1.4.2.bin", "firmware/model x/fw-1.4.2.bin"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "firmware/model-x/fw-1.4.2.img",
+        "firmware/fw-1.4.2.bin",
+        "other/model-x/fw-1.4.2.bin",
+        "firmware/model-x/-1.4.2.bin",
+        "firmware/model-x/..%2f..%2fpwned-fw-1.4.2.bin",
+        "firmware/model-x/..\\pwned-fw-1.4.2.bin",
+        "firmware/../fw-1.4.2.bin",
+        "firmware/model-x/.fw-1.4.2.bin",
+        "firmware//fw-1.4.2.bin",
+        "firmware/model x/fw-1.4.2.bin",
+    ],
+)
 def test_bad_paths(path: str) -> None:
     with pytest.raises(FirmwareFormatError):
         Firmware.from_target(_target(path))
@@ -110,8 +144,9 @@ def test_policy() -> None:
 def test_only_this_models_folder_speaks_for_it() -> None:
     """An image in model-y's folder claiming to fit model-x too (model-y's publisher key is not
     model-x's) is refused on model-x."""
-    fw = Firmware.from_target(_target("firmware/model-y/fw-1.4.2.bin",
-                                      hardware_ids=["model-x", "model-y"]))
+    fw = Firmware.from_target(
+        _target("firmware/model-y/fw-1.4.2.bin", hardware_ids=["model-x", "model-y"])
+    )
     check_policy(fw, hardware_id="model-y", installed=None, security_counter=0)
     with pytest.raises(WrongHardwareError, match="published outside firmware/model-x/"):
         check_policy(fw, hardware_id="model-x", installed=None, security_counter=0)

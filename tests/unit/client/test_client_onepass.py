@@ -21,18 +21,28 @@ TARGET = TargetFile.from_data("firmware/m/fw-1.bin", DATA, ["sha256", "sha512"])
 
 def _chunks(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
     for pos in range(0, len(data), size):
-        yield data[pos:pos + size]
+        yield data[pos : pos + size]
 
 
-def _run(slot: Path, chunks: Iterator[bytes] | None, *, present: int = 0,
-         checkpoints: list[int] | None = None) -> tuple[StreamView, Exception | None]:
+def _run(
+    slot: Path,
+    chunks: Iterator[bytes] | None,
+    *,
+    present: int = 0,
+    checkpoints: list[int] | None = None,
+) -> tuple[StreamView, Exception | None]:
     wfd = os.open(slot, os.O_WRONLY | os.O_CREAT, 0o600)
     rfd = os.open(slot, os.O_RDONLY)
     try:
-        with Durability(wfd, durable=present, step=256 * 1024,
-                        checkpoint=None if checkpoints is None else checkpoints.append) as d:
-            view = StreamView(TARGET, chunks, wfd, rfd, present=present, on_written=d.written,
-                              progress=None)
+        with Durability(
+            wfd,
+            durable=present,
+            step=256 * 1024,
+            checkpoint=None if checkpoints is None else checkpoints.append,
+        ) as d:
+            view = StreamView(
+                TARGET, chunks, wfd, rfd, present=present, on_written=d.written, progress=None
+            )
             return view, verify_while_streaming(view, TARGET)
     finally:
         os.close(wfd)

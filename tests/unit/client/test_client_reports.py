@@ -44,8 +44,14 @@ def test_sent_in_order_until_one_is_not_accepted(tmp_path: Path) -> None:
     server = FakeServer([201, 201])
     assert queue.flush(server, "https://s/api/v1/reports") == 2  # type: ignore[arg-type]
     assert queue.pending() == []
-    assert set(server.bodies[0]) == {"device_id", "installed_version", "slot", "result",
-                                     "reason", "event"}
+    assert set(server.bodies[0]) == {
+        "device_id",
+        "installed_version",
+        "slot",
+        "result",
+        "reason",
+        "event",
+    }
 
 
 def test_malformed_reports_are_dropped_credentials_errors_kept(tmp_path: Path) -> None:

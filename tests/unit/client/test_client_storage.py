@@ -36,9 +36,11 @@ def test_private_tree_passes(data: Path) -> None:
     assert read_json(data / "sub" / "state.json") == {"a": 1}
 
 
-@pytest.mark.parametrize(("rel", "mode"), [(".", 0o755), ("sub", 0o750),
-                                            ("sub/state.json", 0o640), ("sub/state.json", 0o602)],
-                         ids=["dir-world", "subdir-group", "file-group", "file-world-write"])
+@pytest.mark.parametrize(
+    ("rel", "mode"),
+    [(".", 0o755), ("sub", 0o750), ("sub/state.json", 0o640), ("sub/state.json", 0o602)],
+    ids=["dir-world", "subdir-group", "file-group", "file-world-write"],
+)
 def test_loose_modes_refused(data: Path, rel: str, mode: int) -> None:
     (data / rel).chmod(mode)
     with pytest.raises(InsecureStorageError, match=f"has mode {mode:04o}"):
@@ -95,9 +97,11 @@ def _valid(value: object) -> dict[str, int]:
     return value
 
 
-@pytest.mark.parametrize("damage", [b"", b"{", b'{"sha256": "0", "state": {"n": 1}}',
-                                    b'{"n": 7}'],
-                         ids=["empty", "torn", "bad-checksum", "unchecked"])
+@pytest.mark.parametrize(
+    "damage",
+    [b"", b"{", b'{"sha256": "0", "state": {"n": 1}}', b'{"n": 7}'],
+    ids=["empty", "torn", "bad-checksum", "unchecked"],
+)
 def test_checked_state_survives_one_damaged_copy(data: Path, damage: bytes) -> None:
     path = data / "s.json"
     write_checked(path, {"n": 5})
