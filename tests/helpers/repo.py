@@ -39,6 +39,20 @@ def ota_repo(
     return proc
 
 
+def assert_encrypted_pem(path: Path, passphrase: str = PASSPHRASE) -> None:
+    """The file is a PEM private key that loads only with its passphrase."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    data = path.read_bytes()
+    try:
+        load_pem_private_key(data, password=None)
+    except TypeError as e:  # cryptography's answer for an encrypted key without a password
+        assert "encrypted" in str(e), e
+    else:
+        raise AssertionError(f"{path} is a private key stored in the clear")
+    load_pem_private_key(data, password=passphrase.encode())
+
+
 def tree_digest(*folders: Path) -> dict[str, str]:
     """SHA-256 of every file below `folders`: compare before/after to prove nothing changed."""
     result = {}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.http_repo import fetch_all, serve_folder
-from tests.helpers.repo import custom_json, ota_repo
+from tests.helpers.repo import assert_encrypted_pem, custom_json, ota_repo
 
 
 def _client_accepts(repo: Path, tmp: Path, expected: dict[str, bytes]) -> None:
@@ -89,7 +89,7 @@ def test_private_state_is_owner_only_and_keys_encrypted(tmp_path: Path) -> None:
     assert [k.stem for k in keys] == ["root", "snapshot", "targets", "timestamp"]
     for key in keys:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
-        assert key.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        assert_encrypted_pem(key)
     assert stat.S_IMODE((private / "config.json").stat().st_mode) == 0o600
 
 

@@ -7,6 +7,7 @@ from securesystemslib.signer import CryptoSigner, Signer
 
 from repository import keys
 from repository.errors import BadInputError, KeyError_
+from tests.helpers.repo import assert_encrypted_pem
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +22,7 @@ def _passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("key_type", ["ed25519", "ecdsa"])
 def test_generated_key_signs_through_its_encfile_uri(tmp_path: Path, key_type: str) -> None:
     priv, pub, key = keys.generate_key(tmp_path, "alice", key_type=key_type)
-    assert priv.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert_encrypted_pem(priv, "s3cret")
     assert keys.public_key_from_file(pub) == key
     signer = Signer.from_priv_key_uri(f"encfile:{priv}", key, keys.secrets_handler())
     key.verify_signature(signer.sign(b"payload"), b"payload")
