@@ -14,11 +14,12 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 # softhsm2 (PKCS#11 tests), nginx (the server benchmark's baseline and the operator guide's
-# proxy test), openssl (certificates) and wrk (load generator) come from Debian.
+# proxy test), openssl (certificates), wrk (load generator) and faketime (a controlled clock for
+# the device in the freeze attacks) come from Debian.
 system-deps:
-	@if ! command -v softhsm2-util >/dev/null || [ ! -x /usr/sbin/nginx ] || ! command -v openssl >/dev/null || ! command -v wrk >/dev/null; then \
+	@if ! command -v softhsm2-util >/dev/null || [ ! -x /usr/sbin/nginx ] || ! command -v openssl >/dev/null || ! command -v wrk >/dev/null || ! command -v faketime >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q softhsm2 nginx openssl wrk; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q softhsm2 nginx openssl wrk faketime; \
 	fi
 
 demo: $(STAMP) system-deps
