@@ -21,7 +21,8 @@ from tests.attacks.toolkit.device import LabDevice
 from tests.attacks.toolkit.record import Attempt, Tally
 from tests.attacks.toolkit.server import AttackServer
 from tests.attacks.toolkit.simulator import RepositorySimulator, firmware_path
-from tests.helpers.certs import TlsFiles, make_tls
+from tests.attacks.toolkit.tls import make_lab_tls
+from tests.helpers.certs import TlsFiles
 
 TALLY = pytest.StashKey[Tally]()
 HWID = "model-x"
@@ -110,7 +111,8 @@ class Lab:
 
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_tls(tmp_path_factory.mktemp("tls"))
+    """Certificates valid for a year: a freeze test runs the device's clock weeks ahead."""
+    return make_lab_tls(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ device must refuse with one clear line, log it, and keep its firmware and truste
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from securesystemslib.signer import CryptoSigner
-from tuf.api.metadata import MetaFile
+from tuf.api.metadata import Metadata, MetaFile
 
 from tests.attacks.conftest import Lab
 from tests.attacks.toolkit.record import Attempt
@@ -97,53 +96,122 @@ def test_rollback_attack(lab: Lab, attack: Callable[..., Attempt], role: str) ->
 
 
 # -- indefinite freeze -------------------------------------------------------------------------
+#
+# The repository signs with normal lifetimes and no test waits: only the device's clock moves
+# (`run(..., ahead=...)` starts the real `ota-client` under libfaketime, `toolkit/clock.py`),
+# while the server, the repository and this process keep real time.
+
+LIFETIMES = {
+    "root": timedelta(days=365),
+    "targets": timedelta(days=90),
+    "firmware-model-x": timedelta(days=90),
+    "firmware-model-y": timedelta(days=90),
+    "snapshot": timedelta(days=7),
+    "timestamp": timedelta(days=1),
+}
+
+
+def normal_lifetimes(lab: Lab, short: dict[str, timedelta] | None = None) -> None:
+    """The honest repository re-signs every role with `LIFETIMES` (`short` overrides some),
+    and the device (on the real clock) takes it all: no update, nothing hidden yet."""
+    lab.repo.expiry.update({**LIFETIMES, **(short or {})})
+    lab.repo.publish_root()
+    lab.repo.publish(force=["targets", *lab.repo.delegated])
+    assert lab.device.ok("check")["update_available"] is False
+    for role in ("root", "targets", "firmware-model-x", "snapshot", "timestamp"):
+        assert trusted_lifetime(lab, role) == lab.repo.expiry[role], role
+
+
+def trusted_lifetime(lab: Lab, role: str) -> timedelta:
+    """How long after now the device's cached `role` expires (within a second or two)."""
+    md = Metadata.from_bytes((lab.device.data_dir / "metadata" / f"{role}.json").read_bytes())
+    left = md.signed.expires - lab.repo.now()
+    return timedelta(seconds=round(left.total_seconds() / 60) * 60)  # to the minute
 
 
 def test_indefinite_freeze_attack(lab: Lab, attack: Callable[..., Attempt]) -> None:
     """The attacker keeps serving the last timestamp the device saw, hiding a new release.
-    The device may not notice while that timestamp is valid, but once it expires (genuinely:
-    it was signed with a short lifetime) it refuses instead of trusting stale metadata.
-
-    The client has no injectable clock, so real time passes (a few seconds)."""
-    lab.repo.expiry["timestamp"] = timedelta(seconds=6)
-    lab.repo.publish_timestamp()
-    expires = lab.repo.timestamp.expires
+    The device may not notice while that timestamp is valid (1 day), but once its clock is
+    past the expiry it refuses instead of trusting stale metadata."""
+    normal_lifetimes(lab)
     frozen = lab.repo.fork()
-    assert lab.device.ok("check")["update_available"] is False
     lab.release("2.0.0")  # hidden from the device by the freeze below
     lab.server.repo = frozen
-    with attack(lab.device, "freeze while the stale timestamp is still valid") as a:
+    with attack(lab.device, "freeze while the stale timestamp is still valid (+23 h)") as a:
         a.ignored(
-            lab.device.run("check"), check=lambda r: r["update_available"] is False, event=NO_UPDATE
+            lab.device.run("check", ahead=timedelta(hours=23)),
+            check=lambda r: r["update_available"] is False,
+            event=NO_UPDATE,
         )
-    while lab.repo.now() <= expires:  # bounded: expiry is 6 s ahead
-        time.sleep(0.25)
     with attack(lab.device) as a:
-        out = lab.device.run("update")
+        out = lab.device.run("update", ahead=timedelta(days=1, hours=1))
         a.refused(out, "ExpiredMetadataError", "timestamp.json is expired", event=FAILED_CHECK)
-    lab.repo.expiry.pop("timestamp")
-    lab.repo.publish_timestamp()
     lab.recovers("2.0.0")
 
 
 def test_freeze_attack_with_stolen_timestamp_key(lab: Lab, attack: Callable[..., Attempt]) -> None:
     """The attacker holds the timestamp key: it keeps signing fresh timestamps that point at
     the snapshot the device already has, hiding every release. The freeze still ends when that
-    snapshot expires (it was signed with a short lifetime; real time passes)."""
-    lab.repo.expiry["snapshot"] = timedelta(seconds=6)
-    lab.repo.publish()
-    expires = lab.repo.snapshot.expires
+    snapshot expires (7 days): a device 8 days ahead refuses, however fresh the timestamp."""
+    normal_lifetimes(lab)
     frozen = lab.repo.fork()
-    assert lab.device.ok("check")["update_available"] is False
-    lab.repo.expiry.pop("snapshot")
     lab.release("2.0.0")  # hidden from the device by the freeze below
     lab.server.repo = frozen
-    while lab.repo.now() <= expires:  # bounded: expiry is 6 s ahead
-        time.sleep(0.25)
-    frozen.publish_timestamp()  # fresh, validly signed with the stolen key
+    ahead = timedelta(days=8)
+    # fresh on the device's clock, validly signed with the stolen key
+    frozen.publish_timestamp(expires=frozen.now() + ahead + LIFETIMES["timestamp"])
+    with attack(
+        lab.device,
+        "freeze with fresh timestamps while the snapshot is still valid (+6 d)",
+        may_change=("metadata:timestamp.json",),
+    ) as a:
+        a.ignored(
+            lab.device.run("check", ahead=timedelta(days=6)),
+            check=lambda r: r["update_available"] is False,
+            event=NO_UPDATE,
+        )
     with attack(lab.device, may_change=("metadata:timestamp.json",)) as a:
-        out = lab.device.run("update")
+        out = lab.device.run("update", ahead=ahead)
         a.refused(out, "ExpiredMetadataError", "snapshot.json is expired", event=FAILED_CHECK)
+    lab.recovers("2.0.0")
+
+
+LONG_LIVED = {
+    "root": "Final root.json is expired",
+    "targets": "New targets is expired",
+    "firmware-model-x": "New firmware-model-x is expired",
+}
+
+
+@pytest.mark.parametrize("role", list(LONG_LIVED))
+def test_freeze_attack_on_long_lived_role(
+    lab: Lab, attack: Callable[..., Attempt], role: str
+) -> None:
+    """The attacker holds both online keys: it signs fresh timestamps and snapshots for as
+    long as it likes, all pointing at the root, targets and delegated role the device already
+    has, so no release ever shows. Only the offline roles' expiry ends that freeze: here
+    `role` lives 30 days, and a device whose clock is 5 weeks ahead refuses it while the
+    timestamp and snapshot in front of it are fresh."""
+    normal_lifetimes(lab, {role: timedelta(days=30)})
+    frozen = lab.repo.fork()
+    lab.release("2.0.0")  # hidden from the device by the freeze below
+    lab.server.repo = frozen
+    ahead = timedelta(weeks=5)
+    # timestamp and snapshot fresh on the device's clock, signed with the stolen online keys
+    frozen.expiry["timestamp"] = ahead + LIFETIMES["timestamp"]
+    frozen.expiry["snapshot"] = ahead + LIFETIMES["snapshot"]
+    frozen.publish()
+    with attack(
+        lab.device, f"freeze of {role} while it is still valid (+3 weeks)", may_change=ONLINE
+    ) as a:
+        a.ignored(
+            lab.device.run("check", ahead=timedelta(weeks=3)),
+            check=lambda r: r["update_available"] is False,
+            event=NO_UPDATE,
+        )
+    with attack(lab.device, f"freeze of {role} past its expiry (+5 weeks)") as a:
+        out = lab.device.run("update", ahead=ahead)
+        a.refused(out, "ExpiredMetadataError", LONG_LIVED[role], event=FAILED_CHECK)
     lab.recovers("2.0.0")
 
 

@@ -2,10 +2,13 @@
 
 An honest update run as if it were an attack must be counted as a device change and fail the
 test, and an attempt that never states its refusal must fail too. These use their own tally, so
-the suite's summary line only counts real attacks.
+the suite's summary line only counts real attacks. And the controlled clock the freeze tests
+use really moves the clock inside the real `ota-client` process.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -49,3 +52,16 @@ def test_recorder_rejects_a_wrong_refusal_message(lab: Lab) -> None:
         ) as a:
             a.refused(lab.device.run("update"), "anything")
     assert tally.refused == 0
+
+
+def test_controlled_clock_reaches_the_client_process(lab: Lab) -> None:
+    """libfaketime shifts `datetime.now` (python-tuf's reference time) inside the real
+    `ota-client`, whose event log stamps each record with it, and nothing else: the same
+    device on the real clock stamps real time. TLS to the lab server still verifies."""
+    for ahead in (timedelta(days=6), timedelta(0)):
+        before = datetime.now(UTC).replace(microsecond=0)
+        out = lab.device.run("check", ahead=ahead if ahead else None)
+        after = datetime.now(UTC)
+        assert out.json["update_available"] is False
+        stamp = datetime.fromisoformat(lab.device.events()[-1]["time"])
+        assert before + ahead <= stamp <= after + ahead, (ahead, stamp)

@@ -3,9 +3,10 @@
 `LabDevice` writes a configuration (pinned test CA, the provisioned root from the repository's
 `1.root.json`, two slot files, a health check that fails images starting with `BAD!`), puts a
 factory image in slot A and provisions it with `ota-client provision`. Every command is a real
-subprocess; `protected()` reads the state the device trusts (active slot and its bytes, installed
-version, security counter, pending trial, ngclient's metadata cache) through the client's own
-state code, so an attack test can prove that nothing changed.
+subprocess (optionally with its wall clock ahead of real time, see `clock.py`); `protected()`
+reads the state the device trusts (active slot and its bytes, installed version, security
+counter, pending trial, ngclient's metadata cache) through the client's own state code, so an
+attack test can prove that nothing changed.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from tests.attacks.toolkit import clock
+from tests.attacks.toolkit.clock import clock_prefix
 
 BIN = Path(sys.executable).parent
 CLIENT_TIMEOUT = 90.0
@@ -124,11 +129,21 @@ class LabDevice:
     # -- running the real client ----------------------------------------------------------------
 
     def run(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = CLIENT_TIMEOUT
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = CLIENT_TIMEOUT,
+        ahead: timedelta | None = None,
     ) -> Outcome:
+        """Run `ota-client` (with its wall clock `ahead` of real time, see `clock.py`)."""
+        command = [str(BIN / "ota-client"), "--config", str(self.config_path), "--json", *args]
+        env = env or client_env()
+        if ahead is not None:
+            command = clock_prefix(ahead) + command
+            env = {**env, **clock.ENV}
         proc = subprocess.run(
-            [str(BIN / "ota-client"), "--config", str(self.config_path), "--json", *args],
-            env=env or client_env(),
+            command,
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
