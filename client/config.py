@@ -41,6 +41,10 @@ from typing import Any
 from client.errors import ConfigError
 
 SLOT_NAMES = ("A", "B")
+# Boot tries a new image gets before the fallback. Each try is a full reboot into an image that
+# has not passed its health check; a build that fails ten boots in a row is broken, and more tries
+# only keep the device down longer before it returns to the committed slot.
+MAX_BOOT_TRIES = 10
 _ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")
 
 
@@ -152,10 +156,14 @@ class _Reader:
             raise ConfigError(f"{self._name(key)} must be at least {minimum}")
         return value
 
-    def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
+    def integer(
+        self, key: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    ) -> int:
         value: int = self.raw(key, int, default)
         if value < minimum:
             raise ConfigError(f"{self._name(key)} must be at least {minimum}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{self._name(key)} must be at most {maximum}")
         return value
 
     def argv(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -224,7 +232,7 @@ def parse_config(data: dict[str, Any], base: Path) -> ClientConfig:
     if backend not in ("file", "uboot"):
         raise ConfigError("boot.backend must be 'file' or 'uboot'")
     boot = BootConfig(
-        max_tries=b.integer("max_tries", 3, minimum=1),
+        max_tries=b.integer("max_tries", 3, minimum=1, maximum=MAX_BOOT_TRIES),
         health_check=b.argv("health_check", ()),
         health_timeout=b.number("health_timeout", 120.0, minimum=0.1),
         backend=backend,

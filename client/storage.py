@@ -146,17 +146,21 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 def _check_entry(path: Path, st: os.stat_result, root: Path) -> None:
     if st.st_uid != os.geteuid():
-        raise InsecureStorageError(f"{path} is owned by uid {st.st_uid}, not by this user")
+        raise InsecureStorageError(
+            f"{path} is owned by uid {st.st_uid}, not by this user: "
+            f"run `chown {os.geteuid()} {path}` as root"
+        )
     if stat.S_ISLNK(st.st_mode):
         target = path.resolve()
         if not target.is_relative_to(root):
             raise InsecureStorageError(f"{path} is a link out of the data directory")
         return
-    loose = stat.S_IMODE(st.st_mode) & 0o077
-    if loose:
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        wanted = DIR_MODE if stat.S_ISDIR(st.st_mode) else FILE_MODE
         raise InsecureStorageError(
-            f"{path} has mode {stat.S_IMODE(st.st_mode):04o}: must be owner-only "
-            f"({DIR_MODE:04o} for directories, {FILE_MODE:04o} for files)"
+            f"{path} has mode {mode:04o}: must be owner-only: run `chmod {wanted:04o} {path}` "
+            f"(or `chmod -R go-rwx {root}` for the whole data directory)"
         )
 
 

@@ -162,3 +162,38 @@ def test_documented_uboot_settings_are_accepted(tmp_path: Path) -> None:
     )
     assert config.boot.backend == "uboot"
     assert config.boot.reboot_command == ("systemctl", "reboot")
+
+
+def test_documented_data_dir_error_is_what_the_client_prints(tmp_path: Path) -> None:
+    """The example error for a data directory left at 0755 is the client's exact line, and the
+    commands it names make `ota-client boot` get past the permission check."""
+    doc = DOC.read_text()
+    [example] = re.findall(r"^  ota-client: error: /var/lib/ota-client has mode .*$", doc, re.M)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)  # whatever the umask
+    config = tmp_path / "ota-client.toml"
+    config.write_text(f"""\
+device_id = "d"
+hardware_id = "model-x"
+data_dir = "{data}"
+trusted_root = "root.json"
+[server]
+metadata_url = "https://127.0.0.1:9/metadata/"
+targets_url = "https://127.0.0.1:9/targets/"
+[slots]
+A = "a.img"
+B = "b.img"
+""")
+    boot = [str(BIN / "ota-client"), "--config", str(config), "boot"]
+    proc = subprocess.run(boot, capture_output=True, text=True, env=client_env(), timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.replace(str(data), "/var/lib/ota-client") == example.strip() + "\n"
+    assert '`chmod -R go-rwx "$DATA"`' in doc
+    subprocess.run(["chmod", "-R", "go-rwx", str(data)], check=True)
+    proc = subprocess.run(boot, capture_output=True, text=True, env=client_env(), timeout=60)
+    # past the permission check: it now stops because nothing is provisioned yet
+    assert (
+        proc.stderr
+        == "ota-client: error: no bootable slot: slot A: no verified image is recorded for it\n"
+    )

@@ -3,6 +3,7 @@ unchanged (active slot bytes, installed version, security counter, trusted metad
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,13 +170,23 @@ def test_tampered_committed_slot_falls_back_to_the_verified_one(lab: Lab) -> Non
 def test_loose_data_dir_permissions_are_refused(lab: Lab) -> None:
     dev = _device_on_v2(lab)
     before = dev.snapshot()
-    (dev.data_dir / "state.json").chmod(0o644)
+    state = dev.data_dir / "state.json"
+    state.chmod(0o644)
     proc = dev.run("update")
-    assert_one_line_error(proc, f"{dev.data_dir / 'state.json'} has mode 0644: must be owner-only")
-    (dev.data_dir / "state.json").chmod(0o600)
+    assert_one_line_error(
+        proc, f"{state} has mode 0644: must be owner-only: run `chmod 0600 {state}`"
+    )
+    state.chmod(0o600)
     dev.data_dir.chmod(0o755)
-    assert_one_line_error(dev.run("boot"), f"{dev.data_dir} has mode 0755")
-    dev.data_dir.chmod(0o700)
+    proc = dev.run("boot")
+    # the one line names the path, the mode and the command that fixes it
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (
+        f"ota-client: error: {dev.data_dir} has mode 0755: must be owner-only: "
+        f"run `chmod 0700 {dev.data_dir}` "
+        f"(or `chmod -R go-rwx {dev.data_dir}` for the whole data directory)\n"
+    )
+    subprocess.run(["chmod", "-R", "go-rwx", str(dev.data_dir)], check=True)  # as it says
     assert dev.snapshot() == before
 
 
@@ -201,7 +212,6 @@ def test_untrusted_server_certificate_is_refused(lab: Lab, tmp_path: Path) -> No
     ids=["missing-setting", "not-toml"],
 )
 def test_bad_config_is_one_line(tmp_path: Path, text: str, message: str) -> None:
-    import subprocess
     import sys
 
     config = tmp_path / "c.toml"

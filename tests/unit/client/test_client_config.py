@@ -64,6 +64,8 @@ def test_good_config(tmp_path: Path) -> None:
         ('device_id = "dev-1"', 'device_id = "dev 1"', "device_id must match"),
         ('device_id = "dev-1"', "", "missing required setting device_id"),
         ("max_tries = 2", "max_tries = 0", "boot.max_tries must be at least 1"),
+        ("max_tries = 2", "max_tries = 11", "boot.max_tries must be at most 10"),
+        ("max_tries = 2", "max_tries = 1000000", "boot.max_tries must be at most 10"),
         ("max_tries = 2", 'max_tries = "2"', "boot.max_tries has the wrong type (str)"),
         ("max_tries = 2", "max_tries = true", "boot.max_tries must not be a boolean"),
         ('B = "/dev/mmcblk0p3"', 'B = "/dev/mmcblk0p2"', "slots.A and slots.B must be different"),
@@ -85,6 +87,8 @@ def test_good_config(tmp_path: Path) -> None:
         "bad-id",
         "missing",
         "zero-tries",
+        "eleven-tries",
+        "a-million-tries",
         "string-number",
         "bool-number",
         "same-slots",
@@ -99,6 +103,13 @@ def test_bad_settings(tmp_path: Path, old: str, new: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         _load(tmp_path, GOOD.replace(old, new))
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("tries", [1, 10], ids=["fewest", "most"])
+def test_max_tries_bounds_are_accepted(tmp_path: Path, tries: int) -> None:
+    path = tmp_path / "ota-client.toml"
+    path.write_text(GOOD.replace("max_tries = 2", f"max_tries = {tries}"))
+    assert load_config(path).boot.max_tries == tries
 
 
 def test_missing_file_and_bad_toml(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,28 @@ def test_loose_modes_refused(data: Path, rel: str, mode: int) -> None:
     (data / rel).chmod(mode)
     with pytest.raises(InsecureStorageError, match=f"has mode {mode:04o}"):
         check_private_tree(data)
+
+
+@pytest.mark.parametrize(
+    ("rel", "mode", "fix"),
+    [(".", 0o755, "0700"), ("sub", 0o770, "0700"), ("sub/state.json", 0o644, "0600")],
+    ids=["data-dir", "subdir", "file"],
+)
+def test_loose_mode_error_says_how_to_fix_it(data: Path, rel: str, mode: int, fix: str) -> None:
+    path = data / rel if rel != "." else data
+    path.chmod(mode)
+    with pytest.raises(InsecureStorageError) as e:
+        check_private_tree(data)
+    assert str(e.value) == (
+        f"{path} has mode {mode:04o}: must be owner-only: run `chmod {fix} {path}` "
+        f"(or `chmod -R go-rwx {data}` for the whole data directory)"
+    )
+    # and the commands it names do fix it
+    path.chmod(int(fix, 8))
+    check_private_tree(data)
+    (data / "sub" / "state.json").chmod(0o666)
+    subprocess.run(["chmod", "-R", "go-rwx", str(data)], check=True)  # the documented fix
+    check_private_tree(data)
 
 
 def test_link_out_of_the_tree_refused(data: Path, tmp_path: Path) -> None:
