@@ -158,7 +158,7 @@ def boot(device: Device) -> BootResult:
     with device.lock():
         state, bootstate = device.load()
         result = _boot(device, state, bootstate)
-    device.flush_reports(budget=min(5.0, device.config.server.read_timeout))  # boot goes on
+    device.flush_reports(budget=device.report_budget())  # the boot goes on
     return result
 
 

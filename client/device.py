@@ -34,6 +34,10 @@ from client.tufclient import TufClient
 
 logger = logging.getLogger(__name__)
 
+# Seconds a command that is ending (the boot, a failed update or check) gives queued reports
+# before it returns without them: reports are best effort and must not hold the device.
+REPORT_BUDGET = 5.0
+
 
 def other_slot(name: str) -> str:
     return SLOT_NAMES[1 - SLOT_NAMES.index(name)]
@@ -182,11 +186,18 @@ class Device:
             bootstrap=bootstrap,
         )
 
-    def flush_reports(self, *, budget: float | None = None) -> None:
+    def report_budget(self) -> float:
+        """Seconds `flush_reports(budget=...)` gets when a command ends (the boot, a failure)."""
+        return min(REPORT_BUDGET, self.config.server.read_timeout)
+
+    def flush_reports(self, *, budget: float | None = None, quiet: bool = False) -> None:
         """Send queued reports; never raises. Reports are best effort: whatever is not accepted
-        stays queued. With a `budget` (the boot), sending runs in its own thread and session and
-        is abandoned after that many seconds, so a slow server never holds the boot; without,
-        it uses this device's session and its timeouts."""
+        stays queued. With a `budget` (the boot, a failed update or check), sending runs in its
+        own thread and session and is abandoned after that many seconds, so a slow server never
+        holds the command; without, it uses this device's session and its timeouts. `quiet`
+        logs why nothing was sent at INFO only (a failing command's stderr stays its one
+        error line)."""
+        level = logging.INFO if quiet else logging.WARNING
         if not self.config.server.reports_url or not self.reports.pending():
             return
         if budget is None:
@@ -196,13 +207,13 @@ class Device:
                     self.config.server.reports_url,
                     timeout=self.config.server.read_timeout,
                 )
-            except (ConfigError, StorageError) as e:
-                logger.warning("reports not sent: %s", e)
+            except (ConfigError, StorageError, OSError) as e:
+                logger.log(level, "reports not sent: %s", e)
             return
         try:
             fetcher = self._new_fetcher()  # its own session: the sender may outlive this call
         except ConfigError as e:
-            logger.warning("reports not sent: %s", e)
+            logger.log(level, "reports not sent: %s", e)
             return
 
         def send() -> None:
@@ -212,8 +223,8 @@ class Device:
                     self.config.server.reports_url,
                     timeout=min(budget, self.config.server.read_timeout),
                 )
-            except StorageError as e:
-                logger.warning("reports not sent: %s", e)
+            except (StorageError, OSError) as e:
+                logger.log(level, "reports not sent: %s", e)
             finally:
                 fetcher.close()
 
@@ -221,7 +232,7 @@ class Device:
         sender.start()
         sender.join(budget)
         if sender.is_alive():
-            logger.warning("the report server is too slow: reports stay queued")
+            logger.log(level, "the report server is too slow: reports stay queued")
 
     def log(self, event: str, **fields: Any) -> None:
         """Append to the event log where a failure to log must not stop the work (booting)."""

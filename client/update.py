@@ -27,6 +27,7 @@ from client.download import CHECKPOINT_BYTES, Progress
 from client.errors import (
     FirmwareFormatError,
     Interrupted,
+    LockedError,
     MetadataError,
     PolicyError,
     StateError,
@@ -145,26 +146,48 @@ def find_update(device: Device, tuf: TufClient) -> CheckResult:
 def check(device: Device) -> CheckResult:
     """`ota-client check`: refresh metadata and say whether an update is available.
 
+    On a failure the queued reports are sent before it raises, as for `update`.
+
     Raises:
         UpdateError: metadata could not be refreshed or verified, or the device state is bad.
     """
-    with device.lock():
-        tuf = device.tuf()
-        try:
-            result = find_update(device, tuf)
-        except UpdateError as e:
-            device.events.append("check", result="failed", reason=str(e))
-            raise
-        tuf.persist()
-        device.events.append(
-            "check",
-            result="update-available" if result.candidate else "no-update",
-            from_version=result.installed.version_text,
-            to_version=result.candidate.version_text if result.candidate else None,
-            target=result.candidate.path if result.candidate else None,
-        )
+    try:
+        with device.lock():
+            result = _check(device)
+    except UpdateError as e:
+        _flush_after_failure(device, e)
+        raise
     device.flush_reports()
     return result
+
+
+def _check(device: Device) -> CheckResult:
+    tuf = device.tuf()
+    try:
+        result = find_update(device, tuf)
+    except UpdateError as e:
+        device.events.append("check", result="failed", reason=str(e))
+        raise
+    tuf.persist()
+    device.events.append(
+        "check",
+        result="update-available" if result.candidate else "no-update",
+        from_version=result.installed.version_text,
+        to_version=result.candidate.version_text if result.candidate else None,
+        target=result.candidate.path if result.candidate else None,
+    )
+    return result
+
+
+def _flush_after_failure(device: Device, error: UpdateError) -> None:
+    """Send what a failed command queued (a refusal report) now rather than with the next
+    successful exchange, under the boot's time budget and quietly: a slow or unreachable report
+    server changes neither how long the command takes beyond the budget nor its error line.
+    Not on a stop (SIGTERM must end the agent at once) nor when another client process holds
+    the device (it sends the queue itself)."""
+    if isinstance(error, (Interrupted, LockedError)):
+        return
+    device.flush_reports(budget=device.report_budget(), quiet=True)
 
 
 def explicit_firmware(device: Device, tuf: TufClient, path: str) -> Firmware:
@@ -357,62 +380,75 @@ def update(
 ) -> UpdateResult:
     """`ota-client update`: check, then download, verify and install the update if any.
 
+    On a failure the queued reports (its refusal report) are sent before it raises, within
+    `Device.report_budget()`; whatever the report server does, the error raised is the same.
+
     Raises:
         UpdateError: anything refused or failed; the committed slot is untouched.
     """
-    with device.lock():
-        trial = device.bootctl.read().trial
-        if trial is not None:
-            raise TrialPendingError(
-                f"slot {trial} is waiting for its trial boot: reboot (ota-client boot) first"
-            )
-        tuf = device.tuf()
-        try:
-            if target_path is not None:
-                installed = _installed(device)[0]
-                fw: Firmware | None = explicit_firmware(device, tuf, target_path)
-            else:
-                found = find_update(device, tuf)
-                installed, fw = found.installed, found.candidate
-        except UpdateError as e:
-            device.events.append(
-                "check",
-                result="refused" if isinstance(e, (PolicyError, FirmwareFormatError)) else "failed",
-                target=target_path,
-                reason=str(e),
-            )
-            raise
-        tuf.persist()
-        if fw is None:
-            device.events.append("check", result="no-update", from_version=installed.version_text)
-            return UpdateResult(False, installed.version_text)
-        try:
-            slot = install(device, tuf, fw, progress=progress)
-        except VerificationError:
-            raise
-        except UpdateError as e:
-            device.events.append(
-                "download",
-                result="failed",
-                target=fw.path,
-                to_version=fw.version_text,
-                reason=str(e),
-            )
-            raise
+    try:
+        with device.lock():
+            result = _update(device, target_path, progress)
+    except UpdateError as e:
+        _flush_after_failure(device, e)
+        raise
+    if result.installed:
+        device.flush_reports()
+    return result
+
+
+def _update(device: Device, target_path: str | None, progress: Progress | None) -> UpdateResult:
+    trial = device.bootctl.read().trial
+    if trial is not None:
+        raise TrialPendingError(
+            f"slot {trial} is waiting for its trial boot: reboot (ota-client boot) first"
+        )
+    tuf = device.tuf()
+    try:
+        if target_path is not None:
+            installed = _installed(device)[0]
+            fw: Firmware | None = explicit_firmware(device, tuf, target_path)
+        else:
+            found = find_update(device, tuf)
+            installed, fw = found.installed, found.candidate
+    except UpdateError as e:
         device.events.append(
-            "install",
-            result="ok",
+            "check",
+            result="refused" if isinstance(e, (PolicyError, FirmwareFormatError)) else "failed",
+            target=target_path,
+            reason=str(e),
+        )
+        raise
+    tuf.persist()
+    if fw is None:
+        device.events.append("check", result="no-update", from_version=installed.version_text)
+        return UpdateResult(False, installed.version_text)
+    try:
+        slot = install(device, tuf, fw, progress=progress)
+    except VerificationError:
+        raise
+    except UpdateError as e:
+        device.events.append(
+            "download",
+            result="failed",
             target=fw.path,
-            slot=slot,
-            from_version=installed.version_text,
             to_version=fw.version_text,
+            reason=str(e),
         )
-        device.report(
-            "install",
-            "installed",
-            installed.version_text,
-            slot,
-            f"{fw.version_text} installed in slot {slot}; waiting for a trial boot",
-        )
-    device.flush_reports()
+        raise
+    device.events.append(
+        "install",
+        result="ok",
+        target=fw.path,
+        slot=slot,
+        from_version=installed.version_text,
+        to_version=fw.version_text,
+    )
+    device.report(
+        "install",
+        "installed",
+        installed.version_text,
+        slot,
+        f"{fw.version_text} installed in slot {slot}; waiting for a trial boot",
+    )
     return UpdateResult(True, installed.version_text, fw.version_text, slot, fw.path)

@@ -3,7 +3,9 @@ unchanged (active slot bytes, installed version, security counter, trusted metad
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,6 +103,61 @@ def test_tampered_image_on_the_server_is_refused(lab: Lab) -> None:
     _refused(dev, message=f"refused {v3}: slot A does not hold {v3}: Observed hash")
     events = [e for e in dev.events() if e["event"] == "verify"]
     assert events and events[-1]["result"] == "failed"
+    assert lab.server.reports()[-1]["result"] == "failed"
+
+
+def _tampered_v3(lab: Lab) -> str:
+    v3 = lab.publish("3.0.0", counter=5)
+    served = lab.served_file(v3)
+    data = bytearray(served.read_bytes())
+    data[100] ^= 0xFF
+    served.write_bytes(bytes(data))
+    return v3
+
+
+def test_refusal_report_is_sent_by_the_refused_update_itself(lab: Lab) -> None:
+    dev = _device_on_v2(lab)
+    v3 = _tampered_v3(lab)
+    sent = len(lab.server.reports())
+    proc = dev.run("update")
+    assert_one_line_error(proc, f"refused {v3}: slot A does not hold {v3}: Observed hash")
+    # no other command ran: the failing update sent its own refusal report
+    new = lab.server.reports()[sent:]
+    assert [(r["event"], r["result"], r["installed_version"], r["slot"]) for r in new] == [
+        ("install", "failed", "2.0.0", "A")
+    ]
+    assert f"slot A does not hold {v3}" in new[0]["reason"]
+    assert dev.status()["reports_queued"] == 0
+
+
+def test_slow_report_server_does_not_hold_a_refused_update(lab: Lab) -> None:
+    """The report server accepts the connection and never answers: the refused update still
+    ends within the report budget (5 s, far below the 60 s read timeout) with its own one-line
+    error, and the report stays queued for the next exchange."""
+    dev = _device_on_v2(lab)
+    v3 = _tampered_v3(lab)
+    genuine = dev.config_path.read_text()
+    assert "read_timeout = 10\n" in genuine
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete in the backlog; nothing is ever read or answered
+    with silent:
+        port = silent.getsockname()[1]
+        dev.config_path.write_text(
+            genuine.replace(
+                f"{lab.server.url}/api/v1/reports", f"https://127.0.0.1:{port}/api/v1/reports"
+            ).replace("read_timeout = 10\n", "read_timeout = 60\n")
+        )
+        started = time.monotonic()
+        proc = dev.run("update", timeout=120)
+        took = time.monotonic() - started
+    assert_one_line_error(proc, f"refused {v3}: slot A does not hold {v3}: Observed hash")
+    assert proc.returncode == 1
+    assert took < 30, f"the refused update waited {took:.1f} s for the report server"
+    dev.config_path.write_text(genuine)
+    assert dev.status()["reports_queued"] == 1  # not sent: kept for the next exchange
+    assert dev.json("boot")["version"] == "2.0.0"
+    assert dev.status()["reports_queued"] == 0
     assert lab.server.reports()[-1]["result"] == "failed"
 
 
