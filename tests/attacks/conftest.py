@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,7 @@ from tests.attacks.toolkit.device import LabDevice
 from tests.attacks.toolkit.record import Attempt, Tally
 from tests.attacks.toolkit.server import AttackServer
 from tests.attacks.toolkit.simulator import RepositorySimulator, firmware_path
-from tests.attacks.toolkit.tls import make_lab_tls
-from tests.helpers.certs import TlsFiles
+from tests.helpers.certs import TlsFiles, make_tls
 
 TALLY = pytest.StashKey[Tally]()
 HWID = "model-x"
@@ -112,7 +112,9 @@ class Lab:
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     """Certificates valid for a year: a freeze test runs the device's clock weeks ahead."""
-    return make_lab_tls(tmp_path_factory.mktemp("tls"))
+    # valid for a year: the device checks the server certificate with its own clock, which
+    # freeze tests move weeks ahead (toolkit/clock.py)
+    return make_tls(tmp_path_factory.mktemp("tls"), validity=timedelta(days=365))
 
 
 @pytest.fixture

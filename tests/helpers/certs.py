@@ -46,6 +46,7 @@ def _issue(
     *,
     ca: bool,
     server: bool,
+    validity: datetime.timedelta,
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     builder = (
@@ -55,7 +56,7 @@ def _issue(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
@@ -91,15 +92,27 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_tls(folder: Path, client_cn: str = "device-1") -> TlsFiles:
-    """Write a CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+def make_tls(
+    folder: Path,
+    client_cn: str = "device-1",
+    *,
+    validity: datetime.timedelta = datetime.timedelta(days=2),
+) -> TlsFiles:
+    """Write a CA, a server certificate for 127.0.0.1/localhost and a client certificate,
+    each valid from five minutes ago for `validity`."""
     folder.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = _issue("test CA", ca_key, _name("test CA"), ca_key, ca=True, server=False)
+    ca_cert = _issue(
+        "test CA", ca_key, _name("test CA"), ca_key, ca=True, server=False, validity=validity
+    )
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = _issue("127.0.0.1", ca_key, ca_cert.subject, server_key, ca=False, server=True)
+    server_cert = _issue(
+        "127.0.0.1", ca_key, ca_cert.subject, server_key, ca=False, server=True, validity=validity
+    )
     client_key = ec.generate_private_key(ec.SECP256R1())
-    client_cert = _issue(client_cn, ca_key, ca_cert.subject, client_key, ca=False, server=False)
+    client_cert = _issue(
+        client_cn, ca_key, ca_cert.subject, client_key, ca=False, server=False, validity=validity
+    )
     files = TlsFiles(
         folder / "ca.pem",
         folder / "ca.key",
