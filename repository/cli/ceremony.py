@@ -8,24 +8,13 @@ import click
 
 from repository import staging
 from repository.ceremony import stage_init
-from repository.cli._base import Context, cli, fail, pass_ctx
+from repository.cli._base import Context, cli, pass_ctx
+from repository.cli._options import expiry_days, production_keys
 from repository.cli._reqfmt import echo_request
-from repository.keys import public_key_from_file
-from repository.layout import TOP_LEVEL_ROLES
 from repository.manager import OtaRepository
 from repository.signing import threshold_states
 
 _PUB = click.Path(dir_okay=False, path_type=Path)
-
-
-def _expiry_days(values: tuple[str, ...]) -> dict[str, int]:
-    result = {}
-    for item in values:
-        role, _, days = item.partition("=")
-        if role not in TOP_LEVEL_ROLES or not days.isdigit() or int(days) < 1:
-            fail(f"--expiry takes ROLE=DAYS with ROLE one of {', '.join(TOP_LEVEL_ROLES)}")
-        result[role] = int(days)
-    return result
 
 
 @cli.command("init-ceremony")
@@ -64,16 +53,15 @@ def init_ceremony(
     then 'ota-repo publish' creates the repository. Nothing is published before that."""
     req = stage_init(
         ctx.repo_dir,
-        root_keys=[public_key_from_file(p) for p in root_keys],
-        root_threshold=root_threshold,
-        targets_keys=[public_key_from_file(p) for p in targets_keys],
-        targets_threshold=targets_threshold,
-        online={
-            "snapshot": (public_key_from_file(snapshot_key), snapshot_uri),
-            "timestamp": (public_key_from_file(timestamp_key), timestamp_uri),
-        },
+        **production_keys(
+            root_keys,
+            root_threshold,
+            targets_keys,
+            targets_threshold,
+            {"snapshot": (snapshot_key, snapshot_uri), "timestamp": (timestamp_key, timestamp_uri)},
+        ),
         allow_single_root_key=allow_single_root_key,
-        expiry_days=_expiry_days(expiry),
+        expiry_days=expiry_days(expiry),
     )
     repo = OtaRepository.load(ctx.repo_dir)
     if export_to is not None:

@@ -11,10 +11,10 @@ import click
 
 from repository import audit
 from repository.cli._base import Context, cli, emit, fail, pass_ctx
+from repository.cli._options import expiry_days, production_keys
 from repository.create import init_dev, init_production
 from repository.hashbins import bit_length_for, enable_now
-from repository.keys import public_key_from_file
-from repository.layout import TOP_LEVEL_ROLES, RepoPaths
+from repository.layout import RepoPaths
 from repository.status import repository_status, status_json
 from repository.verify import verify_repository
 
@@ -22,18 +22,6 @@ DEV_WARNING = (
     "WARNING: --dev keeps every private key, root's included, in this folder. "
     "For demos and tests only, never for a fleet."
 )
-
-
-def _expiry_option(values: tuple[str, ...]) -> dict[str, int]:
-    result = {}
-    for item in values:
-        role, _, days = item.partition("=")
-        if role not in TOP_LEVEL_ROLES or not days.isdigit() or int(days) < 1:
-            fail(
-                f"--expiry takes ROLE=DAYS with ROLE one of {', '.join(TOP_LEVEL_ROLES)}: {item!r}"
-            )
-        result[role] = int(days)
-    return result
 
 
 @cli.command()
@@ -102,7 +90,7 @@ def init(
     expiry: tuple[str, ...],
 ) -> None:
     """Create a repository: root, targets, snapshot and timestamp version 1."""
-    expiry_days = _expiry_option(expiry)
+    periods = expiry_days(expiry)
     if hash_bins is not None:
         if not dev:
             fail("--hash-bins at init needs --dev; otherwise run 'ota-repo hash-bins N' after init")
@@ -111,26 +99,23 @@ def init(
         if root_keys or targets_keys or snapshot_key or timestamp_key or sign_with:
             fail("--dev generates its own keys: do not pass key options with it")
         click.echo(DEV_WARNING, err=True)
-        repo = init_dev(ctx.repo_dir, expiry_days=expiry_days)
+        repo = init_dev(ctx.repo_dir, expiry_days=periods)
     else:
-        if not (snapshot_key and snapshot_uri and timestamp_key and timestamp_uri):
-            fail(
-                "production init needs --snapshot-key/--snapshot-uri and "
-                "--timestamp-key/--timestamp-uri (or --dev for a demo repository)"
-            )
         repo = init_production(
             ctx.repo_dir,
-            root_keys=[public_key_from_file(p) for p in root_keys],
-            root_threshold=root_threshold,
-            targets_keys=[public_key_from_file(p) for p in targets_keys],
-            targets_threshold=targets_threshold,
-            online={
-                "snapshot": (public_key_from_file(snapshot_key), snapshot_uri),
-                "timestamp": (public_key_from_file(timestamp_key), timestamp_uri),
-            },
+            **production_keys(
+                root_keys,
+                root_threshold,
+                targets_keys,
+                targets_threshold,
+                {
+                    "snapshot": (snapshot_key, snapshot_uri),
+                    "timestamp": (timestamp_key, timestamp_uri),
+                },
+            ),
             sign_with=list(sign_with),
             allow_single_root_key=allow_single_root_key,
-            expiry_days=expiry_days,
+            expiry_days=periods,
         )
     click.echo(f"created repository in {repo.paths.root}")
     click.echo(f"devices trust {repo.paths.metadata / '1.root.json'}")
