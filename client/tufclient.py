@@ -4,7 +4,9 @@
 answers verified target lookups, lists the firmware published for a hardware model (a hint,
 read from the metadata files ngclient cached after verifying them), and streams target bytes.
 Every signature, threshold, version, expiry and length check on metadata is python-tuf's; only
-public APIs are used.
+public APIs are used. On top of them, each root ngclient verified on the way from the provisioned
+root and each targets role whose delegations a lookup follows must count every key as one vote
+(`client.keyident`), or the lookup is refused before any firmware is picked.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tuf.ngclient import Updater, UpdaterConfig
 
 from client.errors import MetadataError, NetworkError, StorageError, TargetNotFoundError
 from client.fetcher import DeviceFetcher
+from client.keyident import check_delegations, check_root
 from client.storage import fsync_dir
 
 logger = logging.getLogger(__name__)
@@ -86,6 +89,11 @@ class TufClient:
             )
         except (OSError, exceptions.RepositoryError, DeserializationError, ValueError) as e:
             raise wrap_tuf_error(e, "cannot load the trusted root") from e
+        # The root ngclient starts from (it linked root.json to it): the root chain checked
+        # after each refresh begins here.
+        self._anchor = self._cached_root().version
+        self._snapshot: Snapshot | None = None  # the verified one, once refreshed
+        self._delegators: dict[str, Targets] = {}  # roles whose delegations were checked
 
     @property
     def max_delegations(self) -> int:
@@ -105,7 +113,36 @@ class TufClient:
             self._updater.refresh()
         except (OSError, exceptions.RepositoryError, exceptions.DownloadError) as e:
             raise wrap_tuf_error(e, "metadata refresh failed") from e
+        self._check_root_chain()
         self._refreshed = True
+
+    def _check_root_chain(self) -> None:
+        """Key identity on each root ngclient verified from the anchor up: the whole key table
+        of the root now trusted, the root role's keys of each root before it (they verified
+        the next one). ngclient re-verifies cached roots each session, so a refused root stays
+        refused until the security team signs a newer one.
+
+        Raises:
+            MetadataError: a root lists one key twice or a key under another keyid.
+        """
+        final = self._cached_root()
+        for version in range(self._anchor, final.version):
+            path = self.metadata_dir / "root_history" / f"{version}.root.json"
+            check_root(self._read_root(path), final=False)
+        check_root(final, final=True)
+
+    def _cached_root(self) -> Root:
+        return self._read_root(self.metadata_dir / "root.json")
+
+    @staticmethod
+    def _read_root(path: Path) -> Root:
+        try:
+            md = Metadata[Root].from_bytes(path.read_bytes())
+        except (OSError, DeserializationError) as e:
+            raise MetadataError(f"no verified root at {path.name} in the metadata cache") from e
+        if not isinstance(md.signed, Root):
+            raise MetadataError(f"cached {path.name} is not root metadata")
+        return md.signed
 
     def find_target(self, path: str) -> TargetFile | None:
         """The verified `TargetFile` for `path` (loading delegated roles as needed), or None.
@@ -115,9 +152,58 @@ class TufClient:
         """
         self.refresh()
         try:
-            return self._updater.get_targetinfo(path)
+            target = self._updater.get_targetinfo(path)
         except (OSError, exceptions.RepositoryError, exceptions.DownloadError) as e:
             raise wrap_tuf_error(e, f"looking up {path} failed") from e
+        self._check_delegators(path)
+        return target
+
+    def _check_delegators(self, path: str) -> None:
+        """Key identity on the delegations of each targets role ngclient's lookup of `path`
+        followed: the same preorder walk (`Updater._preorder_depth_first_walk` in python-tuf),
+        over the roles it just verified and cached.
+
+        Raises:
+            MetadataError: a followed role's delegations list one key twice or a key under
+                another keyid, or a role the lookup verified is not in the cache.
+        """
+        to_visit = [Targets.type]
+        visited: set[str] = set()
+        while to_visit and len(visited) <= self.max_delegations:
+            role = to_visit.pop()
+            if role in visited:
+                continue
+            checked = role in self._delegators
+            targets = self._delegators[role] if checked else self._verified_targets(role)
+            if path in targets.targets:
+                return
+            visited.add(role)
+            if targets.delegations is None:
+                continue
+            children = []
+            for child, terminating in targets.delegations.get_roles_for_target(path):
+                children.append(child)
+                if terminating:
+                    to_visit = []
+                    break
+            if children and not checked:
+                check_delegations(role, targets)
+                self._delegators[role] = targets  # checked; a session never reloads a role
+            to_visit.extend(reversed(children))
+
+    def _verified_targets(self, role: str) -> Targets:
+        """`role` as ngclient cached it in this session, at the version the snapshot names.
+
+        Raises:
+            MetadataError: it is not in the cache at that version.
+        """
+        if self._snapshot is None:
+            self._snapshot = self._cached_snapshot()
+        meta = self._snapshot.meta.get(f"{role}.json")
+        md = self._cached(role)
+        if md is None or meta is None or md.signed.version != meta.version:
+            raise MetadataError(f"verified {role[:64]!a} is not in the metadata cache")
+        return md.signed
 
     def persist(self) -> None:
         """Make the metadata ngclient cached durable (it renames without fsync). The cached
