@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from securesystemslib.signer import Key
 from tuf.api.metadata import DelegatedRole, Root, Signed, SuccinctRoles, Targets
+
+from repository.keyident import fingerprint
+from repository.render import plain
 
 
 def short(keyid: str) -> str:
@@ -13,8 +17,13 @@ def short(keyid: str) -> str:
 
 
 def _key_label(keyid: str, key_dict: dict[str, Any] | None) -> str:
-    kind = f" ({key_dict.get('keytype', '?')})" if key_dict else ""
-    return f"{short(keyid)}{kind}"
+    if not key_dict:
+        return plain(short(keyid))
+    try:
+        fp = " " + fingerprint(Key.from_dict(keyid, dict(key_dict)))
+    except (ValueError, KeyError, TypeError):
+        fp = ""
+    return f"{plain(short(keyid))} ({plain(str(key_dict.get('keytype', '?')))}{fp})"
 
 
 def _describe_root(old: Root, new: Root) -> list[str]:
@@ -38,23 +47,26 @@ def _describe_root(old: Root, new: Root) -> list[str]:
 def _describe_delegated(name: str, old: DelegatedRole | None, new: DelegatedRole) -> list[str]:
     if old is None:
         return [
-            f"delegation added: {name} paths {', '.join(new.paths or [])} "
+            f"delegation added: {plain(name)} paths {', '.join(plain(p) for p in new.paths or [])} "
             f"keys {', '.join(short(k) for k in new.keyids)} threshold {new.threshold}"
             + (" terminating" if new.terminating else "")
         ]
     lines = []
     for keyid in sorted(set(new.keyids) - set(old.keyids)):
-        lines.append(f"delegation {name}: key added {short(keyid)}")
+        lines.append(f"delegation {plain(name)}: key added {short(keyid)}")
     for keyid in sorted(set(old.keyids) - set(new.keyids)):
-        lines.append(f"delegation {name}: key removed {short(keyid)}")
+        lines.append(f"delegation {plain(name)}: key removed {short(keyid)}")
     if old.threshold != new.threshold:
-        lines.append(f"delegation {name}: threshold {old.threshold} -> {new.threshold}")
+        lines.append(f"delegation {plain(name)}: threshold {old.threshold} -> {new.threshold}")
     if old.paths != new.paths:
         lines.append(
-            f"delegation {name}: paths {', '.join(old.paths or [])} -> {', '.join(new.paths or [])}"
+            f"delegation {plain(name)}: paths {', '.join(plain(p) for p in old.paths or [])} -> "
+            f"{', '.join(plain(p) for p in new.paths or [])}"
         )
     if old.terminating != new.terminating:
-        lines.append(f"delegation {name}: terminating {old.terminating} -> {new.terminating}")
+        lines.append(
+            f"delegation {plain(name)}: terminating {old.terminating} -> {new.terminating}"
+        )
     return lines
 
 
@@ -73,12 +85,12 @@ def _describe_succinct(old: SuccinctRoles | None, new: SuccinctRoles | None) -> 
 def _describe_targets(old: Targets, new: Targets) -> list[str]:
     lines = []
     for path in sorted(set(new.targets) - set(old.targets)):
-        lines.append(f"target added: {path} ({new.targets[path].length} bytes)")
+        lines.append(f"target added: {plain(path)} ({new.targets[path].length} bytes)")
     for path in sorted(set(old.targets) - set(new.targets)):
-        lines.append(f"target removed: {path}")
+        lines.append(f"target removed: {plain(path)}")
     for path in sorted(set(old.targets) & set(new.targets)):
         if old.targets[path] != new.targets[path]:
-            lines.append(f"target changed: {path}")
+            lines.append(f"target changed: {plain(path)}")
     old_d, new_d = old.delegations, new.delegations
     old_roles = (old_d.roles if old_d else None) or {}
     new_roles = (new_d.roles if new_d else None) or {}
@@ -86,7 +98,7 @@ def _describe_targets(old: Targets, new: Targets) -> list[str]:
         lines.extend(_describe_delegated(name, old_roles.get(name), role))
     for name in old_roles:
         if name not in new_roles:
-            lines.append(f"delegation revoked: {name}")
+            lines.append(f"delegation revoked: {plain(name)}")
     lines.extend(
         _describe_succinct(
             old_d.succinct_roles if old_d else None, new_d.succinct_roles if new_d else None
@@ -107,7 +119,7 @@ def describe(role: str, old: Signed | None, new: Signed) -> list[str]:
     old_v = old.version if old is not None else 0
     lines.append(f"version {old_v} -> {new.version}")
     lines.append(f"expires {new.expires:%Y-%m-%d %H:%M}Z")
-    return [f"{role}: {line}" for line in lines]
+    return [f"{plain(role)}: {line}" for line in lines]
 
 
 def resulting(role: str, new: Signed) -> list[str]:
@@ -127,9 +139,9 @@ def resulting(role: str, new: Signed) -> list[str]:
         d = new.delegations
         for name, dr in ((d.roles if d else None) or {}).items():
             lines.append(
-                f"delegates {', '.join(dr.paths or [])} to {name}: keys "
+                f"delegates {', '.join(plain(p) for p in dr.paths or [])} to {plain(name)}: keys "
                 f"{', '.join(short(k) for k in dr.keyids)} threshold {dr.threshold}"
             )
         if d is not None and d.succinct_roles is not None:
             lines.extend(_describe_succinct(None, d.succinct_roles))
-    return [f"{role} v{new.version}: {line}" for line in lines]
+    return [f"{plain(role)} v{new.version}: {line}" for line in lines]

@@ -10,6 +10,7 @@ from tuf.api.metadata import Role, Root
 
 from repository import keys as keymod
 from repository.errors import BadInputError, KeyError_
+from repository.keyident import check_key_table
 from repository.layout import TOP_LEVEL_ROLES, RepoConfig, RepoPaths, save_config
 from repository.manager import OtaRepository
 
@@ -72,6 +73,8 @@ def production_setup(
     _check_threshold("root", root_keys, root_threshold)
     _check_threshold("targets", targets_keys, targets_threshold)
     config = RepoConfig(dev=False)
+    if allow_single_root_key and root_threshold < 2:
+        config.extra["allow_single_root_key"] = True
     config.expiry_days.update(expiry_days or {})
     for role in ("snapshot", "timestamp"):
         if role not in online:
@@ -88,6 +91,7 @@ def production_setup(
         },
         {"root": root_threshold, "targets": targets_threshold, "snapshot": 1, "timestamp": 1},
     )
+    check_key_table(root.keys, "the new root")  # one key, one vote, however each file spells it
     return paths, root, config
 
 

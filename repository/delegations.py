@@ -7,7 +7,6 @@ role signed by keys its delegation no longer lists (`clear_targets` empties it, 
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +18,9 @@ from repository.errors import BadInputError
 from repository.layout import TOP_LEVEL_ROLES
 from repository.manager import OtaRepository
 from repository.rotation import check_threshold, resolve_keyid
-from repository.signing import ROLE_NAME, SigningRequest
+from repository.rules import check_role_name, validate_pattern
+from repository.rules import overlaps as rules_overlaps
+from repository.signing import SigningRequest
 from repository.staging import next_version, stage
 from repository.targetfiles import validate_target_path
 
@@ -27,49 +28,10 @@ logger = logging.getLogger(__name__)
 RESERVED_PREFIX = "bins"
 
 
-def validate_pattern(pattern: str) -> str:
-    """A delegation path pattern: relative, no empty, '.' or '..' segments.
-
-    Raises:
-        BadInputError: a pattern that would match nothing sensible, or too much.
-    """
-    if not pattern or pattern.startswith("/") or "\\" in pattern:
-        raise BadInputError(
-            f"bad path pattern {pattern!r}: relative patterns like firmware/model-x/*"
-        )
-    if any(seg in ("", ".", "..") for seg in pattern.split("/")):
-        raise BadInputError(f"bad path pattern {pattern!r}: empty, '.' or '..' segment")
-    return pattern
-
-
-def _segments_overlap(a: str, b: str) -> bool:
-    return fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a) or ("*" in a and "*" in b)
-
-
-def patterns_overlap(a: str, b: str) -> bool:
-    """Whether some path could match both patterns (a `*` matches within one segment).
-
-    Conservative: two wildcard segments are taken to overlap.
-    """
-    sa, sb = a.split("/"), b.split("/")
-    return len(sa) == len(sb) and all(_segments_overlap(x, y) for x, y in zip(sa, sb, strict=True))
-
-
 def overlaps(targets: Targets, name: str, paths: Sequence[str]) -> list[str]:
     """Warnings for every pattern of `name` that overlaps another delegation's pattern."""
-    warnings = []
-    roles = targets.delegations.roles if targets.delegations else None
-    for other, role in (roles or {}).items():
-        if other == name:
-            continue
-        for mine in paths:
-            for theirs in role.paths or []:
-                if patterns_overlap(mine, theirs):
-                    warnings.append(
-                        f"{name} path {mine} overlaps {other} path {theirs}: a device asks "
-                        f"{'the first listed role' if not role.terminating else other} first"
-                    )
-    return warnings
+    roles = (targets.delegations.roles if targets.delegations else None) or {}
+    return [f"{o}: a device asks the role listed first" for o in rules_overlaps(roles, name, paths)]
 
 
 def _editable(repo: OtaRepository) -> tuple[Metadata[Any], Targets]:
@@ -90,7 +52,7 @@ def delegate(
     paths: Sequence[str],
     keys: Sequence[Key],
     threshold: int,
-    terminating: bool = False,
+    terminating: bool = True,
 ) -> tuple[SigningRequest, list[str]]:
     """Stage targets' next version delegating `paths` to `name`, with `name`'s first (empty)
     version for its own keys to sign. Caller holds the lock.
@@ -101,8 +63,9 @@ def delegate(
     Raises:
         BadInputError: bad name, pattern, keys or threshold, or the role exists.
     """
-    if not ROLE_NAME.match(name) or name in TOP_LEVEL_ROLES or name.startswith(RESERVED_PREFIX):
-        raise BadInputError(f"bad role name {name!r}")
+    check_role_name(name)
+    if name.lower().startswith(RESERVED_PREFIX):
+        raise BadInputError(f"bad role name {name}: '{RESERVED_PREFIX}' names the hash bins")
     if not paths:
         raise BadInputError("a delegation needs at least one --paths pattern")
     for p in paths:

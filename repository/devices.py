@@ -23,7 +23,7 @@ from repository.errors import BadInputError, CorruptRepositoryError
 from repository.fsutil import atomic_write, exclusive_lock
 from repository.layout import RepoPaths
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 DEVICE_TOKEN_PREFIX = "otad_"  # noqa: S105 - a label, not a secret
 UPLOAD_TOKEN_PREFIX = "otau_"  # noqa: S105 - a label, not a secret
 _LOCK_TIMEOUT = 30.0

@@ -10,7 +10,6 @@ environment, a file named by the environment, or a terminal prompt; never from t
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import os
 import sys
@@ -19,7 +18,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import (
     SIGNER_FOR_URI_SCHEME,
     CryptoSigner,
@@ -31,6 +29,7 @@ from securesystemslib.signer import (
 
 from repository.errors import BadInputError, KeyError_
 from repository.fsutil import atomic_write
+from repository.keyident import canonical_keyid, material
 
 ENCFILE_SCHEME = "encfile"
 KEY_TYPES = ("ed25519", "ecdsa")
@@ -102,10 +101,7 @@ def forget_secrets() -> None:
 
 def keyid_of(key_dict: dict[str, Any]) -> str:
     """The default TUF keyid: SHA-256 of the canonical JSON of keytype, scheme and keyval."""
-    body = {k: key_dict[k] for k in ("keytype", "scheme", "keyval")}
-    canonical = encode_canonical(body)
-    assert canonical is not None
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return canonical_keyid(key_dict)
 
 
 class KeyMismatch(KeyError_):
@@ -203,11 +199,21 @@ def public_key_from_file(path: Path) -> SSlibKey:
     """
     try:
         data = json.loads(path.read_text())
-        key_dict = {k: data[k] for k in ("keytype", "scheme", "keyval")}
+        # Canonical form: the public value alone, ed25519 hex in lower case, so a re-encoded
+        # copy of a key is that same key (and the same keyid), never a second vote.
+        public = data["keyval"]["public"]
+        if data["keytype"] == "ed25519" and isinstance(public, str):
+            public = public.lower()
+        key_dict = {
+            "keytype": data["keytype"],
+            "scheme": data["scheme"],
+            "keyval": {"public": public},
+        }
         key = SSlibKey.from_dict(keyid_of(key_dict), dict(key_dict))
+        material(key)
     except FileNotFoundError as e:
         raise BadInputError(f"public key file not found: {path}") from e
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, BadInputError) as e:
         raise BadInputError(f"not a public key file: {path}") from e
     return key
 

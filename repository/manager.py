@@ -47,7 +47,7 @@ from repository.targetfiles import store_target_file, validate_target_path
 
 logger = logging.getLogger(__name__)
 
-_ROOT_FILE = re.compile(r"^([1-9][0-9]*)\.root\.json$")
+_ROOT_FILE = re.compile(r"^([1-9][0-9]*)\.root\.json\Z")
 LOCK_TIMEOUT = 120.0
 
 
@@ -107,6 +107,10 @@ class OtaRepository(Repository):
                 break
             chain.append(v)
         return chain
+
+    def root_version(self, version: int) -> Metadata[Any]:
+        """Published root `version` (every one is kept: clients walk the chain)."""
+        return self._read(metadata_filename(Root.type, version))
 
     def _load_current(self, role: str) -> Metadata[Any]:
         if role == Root.type:

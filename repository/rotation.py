@@ -17,6 +17,7 @@ from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 
 from repository.changes import short
 from repository.errors import BadInputError
+from repository.keyident import same_material
 from repository.keys import find_signer
 from repository.layout import TOP_LEVEL_ROLES, save_config
 from repository.manager import OtaRepository
@@ -81,8 +82,13 @@ def change_top_level_keys(
     assert isinstance(root, Root)
     old_threshold = root.roles[role].threshold
     for key in add:
-        if key.keyid in root.roles[role].keyids:
-            raise BadInputError(f"key {short(key.keyid)} is already a {role} key")
+        same = [k for k in root.roles[role].keyids if same_material(root.keys[k], key)]
+        if key.keyid in root.roles[role].keyids or same:
+            listed = same[0] if same else key.keyid
+            raise BadInputError(
+                f"key {short(key.keyid)} is the same key as {role} key {short(listed)}: "
+                "already a key of that role"
+            )
         root.add_key(key, role)
     for given in remove:
         keyid = resolve_keyid({k: root.keys[k] for k in root.roles[role].keyids}, given)
@@ -108,7 +114,7 @@ def change_top_level_keys(
     new: dict[str, Metadata[Any]] = {Root.type: root_md}
     if role == Targets.type:
         new[Targets.type] = next_version(repo, Targets.type)
-    return stage(repo, new)
+    return stage(repo, new, allow_single_root_key=allow_single_root_key)
 
 
 def renew(repo: OtaRepository, role: str, *, days: int | None = None) -> SigningRequest:

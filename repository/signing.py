@@ -23,15 +23,17 @@ from securesystemslib.exceptions import UnverifiedSignatureError
 from securesystemslib.signer import Key
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
+from tuf.api.serialization import SerializationError
 
 from repository.changes import short
 from repository.errors import BadInputError, KeyError_, ThresholdError
 from repository.keys import find_signer
+from repository.layout import TOP_LEVEL_ROLES
+from repository.rules import ROLE_NAME, check_numbers, check_role_name, check_signed
 
 FORMAT = "secure-ota/signing-request"
-FORMAT_VERSION = 1
-REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
-ROLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+FORMAT_VERSION = 2
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
 MAX_REQUEST_BYTES = 4_000_000
 _ONLINE = (Snapshot.type, Timestamp.type)
 
@@ -69,6 +71,7 @@ class SigningRequest:
     summary: list[str]
     changes: list[RoleChange]
     context: dict[str, Metadata[Any]]
+    roots: list[Metadata[Any]] = field(default_factory=list)
 
     def change(self, role: str) -> RoleChange | None:
         return next((c for c in self.changes if c.role == role), None)
@@ -90,6 +93,7 @@ class SigningRequest:
                 for c in self.changes
             ],
             "context": {role: md.to_dict() for role, md in self.context.items()},
+            "roots": [md.to_dict() for md in self.roots],
         }
 
     def to_bytes(self) -> bytes:
@@ -109,8 +113,10 @@ class SigningRequest:
             return _parse(obj)
         except BadInputError as e:
             raise BadInputError(f"{source}: {e}") from e
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise BadInputError(f"{source}: not a valid signing request ({e})") from e
+        except (ValueError, TypeError, KeyError, AttributeError, SerializationError) as e:
+            raise BadInputError(
+                f"{source}: not a valid signing request ({e or type(e).__name__})"
+            ) from e
 
 
 def _parse(obj: Any) -> SigningRequest:
@@ -119,26 +125,35 @@ def _parse(obj: Any) -> SigningRequest:
     if obj.get("format_version") != FORMAT_VERSION:
         raise BadInputError(f"unsupported request format version {obj.get('format_version')!r}")
     req_id, summary = obj["id"], obj["summary"]
-    if not isinstance(req_id, str) or not REQUEST_ID.match(req_id):
+    if not isinstance(req_id, str) or not REQUEST_ID.fullmatch(req_id):
         raise BadInputError("bad request id")
     if not isinstance(summary, list) or not all(isinstance(s, str) for s in summary):
         raise BadInputError("bad summary")
     changes = []
     for entry in obj["changes"]:
         role, base = entry["role"], entry["base_version"]
-        if not isinstance(role, str) or not ROLE_NAME.match(role):
-            raise BadInputError(f"bad role name {role!r}")
+        check_role_name(role, delegated=role not in TOP_LEVEL_ROLES)
         if type(base) is not int or base < 0:
             raise BadInputError(f"bad base version for {role}")
-        changes.append(RoleChange(role, base, Metadata.from_dict(dict(entry["metadata"]))))
+        changes.append(RoleChange(role, base, _metadata(entry["metadata"], role)))
     context = {}
     for role, md_dict in dict(obj["context"]).items():
-        if not isinstance(role, str) or not ROLE_NAME.match(role) or role in _ONLINE:
+        if not isinstance(role, str) or not ROLE_NAME.fullmatch(role) or role in _ONLINE:
             raise BadInputError(f"unexpected context role {role!r}")
-        context[role] = Metadata.from_dict(dict(md_dict))
+        context[role] = _metadata(md_dict, f"context {role}")
+    roots = [_metadata(md, "root chain") for md in list(obj.get("roots", []))]
     return SigningRequest(
-        req_id, str(obj["created"]), str(obj["actor"]), list(summary), changes, context
+        req_id, str(obj["created"]), str(obj["actor"]), list(summary), changes, context, roots
     )
+
+
+def _metadata(md_dict: Any, where: str) -> Metadata[Any]:
+    """Metadata from a request file, refusing floats before python-tuf sees them (canonical JSON
+    cannot sign them, and python-tuf would take `2.0` or `true` as a threshold)."""
+    check_numbers(md_dict, where)
+    md = Metadata.from_dict(dict(md_dict))
+    md.signed_bytes  # noqa: B018 - fails here, cleanly, for anything canonical JSON cannot hold
+    return md
 
 
 def content_digest(changes: list[RoleChange]) -> str:
@@ -253,6 +268,8 @@ def validate(req: SigningRequest, context: dict[str, Metadata[Any]]) -> list[Thr
         raise BadInputError(f"request {req.id} lists a role twice")
     if Root.type in roles and set(roles) - {Root.type, Targets.type}:
         raise BadInputError(f"request {req.id}: root changes only travel with targets")
+    for change in req.changes:
+        check_signed(change.role, change.md.signed, allow_single_root_key=True)
     expected = f"-v{req.changes[0].md.signed.version}-{content_digest(req.changes)[:12]}"
     if not req.id.endswith(expected):
         raise BadInputError(f"request {req.id}: its content does not match its id (tampered?)")

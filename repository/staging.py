@@ -14,13 +14,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp
 
-from repository import audit
+from repository import audit, review
 from repository.changes import describe, short
 from repository.errors import BadInputError, KeyError_
 from repository.fsutil import atomic_write
 from repository.manager import OtaRepository, metadata_filename
+from repository.rules import check_signed
 from repository.signing import (
     REQUEST_ID,
     RoleChange,
@@ -66,9 +68,60 @@ def next_version(repo: OtaRepository, role: str) -> Metadata[Any]:
 
 
 def _request_path(repo: OtaRepository, req_id: str) -> Path:
-    if not REQUEST_ID.match(req_id):
+    if not REQUEST_ID.fullmatch(req_id):
         raise BadInputError(f"bad request id {req_id!r}")
     return repo.paths.staging / f"{req_id}.json"
+
+
+def _tombstone(repo: OtaRepository, req_id: str) -> Path:
+    return repo.paths.staging / "discarded" / f"{req_id}.json"
+
+
+def single_root_key_allowed(repo: OtaRepository, allow: bool = False) -> bool:
+    """Whether a root threshold below 2 may be staged or published here: asked for now, consented
+    to when the repository was created, or already the case (a development repository)."""
+    if allow or repo.config.dev or repo.config.extra.get("allow_single_root_key") is True:
+        return True
+    if is_unpublished(repo):
+        return False
+    root = repo.current_metadata(Root.type).signed
+    assert isinstance(root, Root)
+    return root.roles[Root.type].threshold < 2
+
+
+def check_rules(repo: OtaRepository, req: SigningRequest, *, allow_single_root_key: bool) -> None:
+    """Every staging rule on every role of `req` (run again at publish, on the same bytes).
+
+    Raises:
+        BadInputError: the first rule broken.
+    """
+    allowed = single_root_key_allowed(repo, allow_single_root_key)
+    for c in req.changes:
+        check_signed(c.role, c.md.signed, allow_single_root_key=allowed)
+
+
+def root_chain(repo: OtaRepository) -> list[Metadata[Any]]:
+    """Every published root version, oldest first: a holder walks it from their pinned root."""
+    return [repo.root_version(v) for v in repo.root_versions()]
+
+
+def trusted_context(
+    repo: OtaRepository, req: SigningRequest, trusted_root: Path | None = None
+) -> dict[str, Metadata[Any]]:
+    """The published state `req` is reviewed against, verified from `trusted_root` (the holder's
+    pinned copy; by default this repository's first root) through the published root chain."""
+    if is_unpublished(repo):
+        return review.verified_context(req, trusted_root=None, roots=[], current={})
+    pinned = (
+        review.load_trusted_root(trusted_root)
+        if trusted_root is not None
+        else review.load_trusted_root(repo.paths.metadata / "1.root.json")
+    )
+    needed = {Targets.type} | {c.role for c in req.changes if c.base_version > 0}
+    current = {r: repo.current_metadata(r) for r in needed - {Root.type} if repo.has_role(r)}
+    return review.verified_context(
+        req, trusted_root=pinned, roots=root_chain(repo), current=current
+    )
 
 
 def _sign_locally(repo: OtaRepository, req: SigningRequest, states: list[ThresholdState]) -> None:
@@ -81,7 +134,11 @@ def _sign_locally(repo: OtaRepository, req: SigningRequest, states: list[Thresho
 
 
 def stage(
-    repo: OtaRepository, new: dict[str, Metadata[Any]], *, note: str | None = None
+    repo: OtaRepository,
+    new: dict[str, Metadata[Any]],
+    *,
+    note: str | None = None,
+    allow_single_root_key: bool = False,
 ) -> SigningRequest:
     """Turn new role versions into a staged signing request, signed with keys held here.
 
@@ -111,9 +168,12 @@ def stage(
         summary,
         changes,
         context,
+        root_chain(repo) if not is_unpublished(repo) else [],
     )
+    check_rules(repo, req, allow_single_root_key=allow_single_root_key)
     states = validate(req, context)
     _sign_locally(repo, req, states)
+    _tombstone(repo, req.id).unlink(missing_ok=True)  # staged again by this repository's own tools
     atomic_write(_request_path(repo, req.id), req.to_bytes(), mode=0o600)
     logger.info("staged signing request %s", req.id)
     return req
@@ -126,6 +186,8 @@ def load(repo: OtaRepository, req_id: str) -> SigningRequest:
         BadInputError: unknown, malformed or tampered request.
     """
     path = _request_path(repo, req_id)
+    if _tombstone(repo, req_id).exists():
+        raise BadInputError(f"request {req_id} was discarded: prepare the change again")
     try:
         data = path.read_bytes()
     except FileNotFoundError as e:
@@ -145,22 +207,36 @@ def context_for(repo: OtaRepository, req: SigningRequest) -> dict[str, Metadata[
     return req.context if stale_reason(repo, req) else published_context(repo)
 
 
-def load_file(path: Path) -> SigningRequest:
-    """Load a request file on its own (a key holder's machine), validated against the published
-    metadata it carries as context.
+def load_file(
+    path: Path, trusted_root: Path | None
+) -> tuple[SigningRequest, dict[str, Metadata[Any]]]:
+    """Load a request file on its own (a key holder's machine).
+
+    The file's embedded metadata is used only as candidates: the root chain is verified from
+    the holder's `trusted_root`, the published targets and roles by that chain, and the request
+    against those.
+
+    Returns:
+        The request and the verified published state it is reviewed and checked against.
 
     Raises:
-        BadInputError: unreadable, malformed or tampered request file.
+        BadInputError: unreadable, malformed, tampered, or not verifiable from `trusted_root`.
     """
     try:
         data = path.read_bytes()
     except OSError as e:
         raise BadInputError(f"cannot read request file {path}: {e.strerror}") from e
     req = SigningRequest.from_bytes(data, source=str(path))
-    if Root.type not in req.context:
-        raise BadInputError(f"{path}: request carries no root to check signatures against")
-    validate(req, req.context)
-    return req
+    pinned = review.load_trusted_root(trusted_root) if trusted_root is not None else None
+    roots = [*req.roots, *([req.context[Root.type]] if Root.type in req.context else [])]
+    try:
+        context = review.verified_context(
+            req, trusted_root=pinned, roots=roots, current=req.context
+        )
+        validate(req, context)
+    except BadInputError as e:
+        raise BadInputError(f"{path}: {e}") from e
+    return req, context
 
 
 def pending(repo: OtaRepository) -> list[tuple[SigningRequest | None, str, list[ThresholdState]]]:
@@ -187,34 +263,62 @@ def stale_reason(repo: OtaRepository, req: SigningRequest) -> str | None:
     return None
 
 
-def sign_staged(repo: OtaRepository, req_id: str, uri: str) -> tuple[SigningRequest, list[str]]:
-    """Add one holder's signature to a staged request.
+def check_expect(req: SigningRequest, expect: str, now: datetime) -> None:
+    """Refuse to sign anything but the content the holder reviewed, or an expired request.
+
+    Raises:
+        BadInputError: the content hash differs from `expect`, or a role has expired.
+    """
+    actual = content_digest(req.changes)
+    if expect.strip().lower() != actual:
+        raise BadInputError(
+            f"content hash {actual} of request {req.id} does not match --expect "
+            f"{expect.strip()[:64]!r}: refused, nothing signed (review it again)"
+        )
+    expired = [c.role for c in req.changes if c.md.signed.is_expired(now)]
+    if expired:
+        raise BadInputError(
+            f"request {req.id} has expired ({', '.join(expired)}): refused, prepare it again"
+        )
+
+
+def sign_staged(
+    repo: OtaRepository, req_id: str, uri: str, *, expect: str, trusted_root: Path | None = None
+) -> tuple[SigningRequest, list[str]]:
+    """Add one holder's signature to a staged request whose content hash is `expect`.
 
     Raises:
         KeyError_: the key is not listed for the request's roles (nothing is recorded).
-        BadInputError: unknown, stale or tampered request.
+        BadInputError: unknown, stale, expired, discarded or tampered request, or not the
+            content the holder reviewed.
     """
     with repo.writing("sign-request"):
         req = load(repo, req_id)
         reason = stale_reason(repo, req)
         if reason:
             raise BadInputError(f"request {req_id} is stale: {reason}")
-        roles = sign(req, uri, published_context(repo))
+        check_expect(req, expect, repo.now)
+        context = trusted_context(repo, req, trusted_root)
+        roles = sign(req, uri, context)
         atomic_write(_request_path(repo, req.id), req.to_bytes(), mode=0o600)
     return req, roles
 
 
-def sign_file(path: Path, uri: str) -> tuple[SigningRequest, list[str]]:
+def sign_file(
+    path: Path, uri: str, *, expect: str, trusted_root: Path | None
+) -> tuple[SigningRequest, list[str], dict[str, Metadata[Any]]]:
     """Add one holder's signature to an exported request file, on any machine.
 
     Raises:
         KeyError_: the key is not listed for the request's roles (the file is not changed).
-        BadInputError: unreadable, malformed or tampered file.
+        BadInputError: unreadable, malformed, tampered or expired file, not verifiable from
+            `trusted_root`, or not the content the holder reviewed.
     """
-    req = load_file(path)
-    roles = sign(req, uri, req.context)
+    req, context = load_file(path, trusted_root)
+    check_expect(req, expect, datetime.now(UTC))
+    roles = sign(req, uri, context)
     atomic_write(path, req.to_bytes(), mode=0o600)
-    return req, roles
+    return req, roles, context
 
 
 def export(repo: OtaRepository, req_id: str, dest: Path) -> SigningRequest:
@@ -242,6 +346,12 @@ def import_signatures(repo: OtaRepository, path: Path) -> tuple[SigningRequest, 
         raise BadInputError(f"cannot read request file {path}: {e.strerror}") from e
     incoming = SigningRequest.from_bytes(data, source=str(path))
     with repo.writing("import-request"):
+        try:
+            check_rules(repo, incoming, allow_single_root_key=True)
+        except BadInputError as e:
+            raise BadInputError(f"{path}: {e}: refused, nothing imported") from e
+        if not _request_path(repo, incoming.id).exists():
+            _explain_unknown(repo, incoming, path)
         local = load(repo, incoming.id)
         reason = stale_reason(repo, local)
         if reason:
@@ -265,6 +375,36 @@ def import_signatures(repo: OtaRepository, path: Path) -> tuple[SigningRequest, 
     return local, added
 
 
+def _explain_unknown(repo: OtaRepository, incoming: SigningRequest, path: Path) -> None:
+    """Say why a request file matches no staged request, when a staged request changes the same
+    role versions (the file's content was changed in transit).
+
+    Raises:
+        BadInputError: always, when such a staged request exists (else the caller says
+            "no pending signing request").
+    """
+    versions = [(c.role, c.md.signed.version) for c in incoming.changes]
+    for other in sorted(repo.paths.staging.glob("*.json")):
+        try:
+            local = SigningRequest.from_bytes(other.read_bytes(), source=other.name)
+        except (BadInputError, OSError):
+            continue
+        if [(c.role, c.md.signed.version) for c in local.changes] == versions:
+            changed = sorted(
+                {
+                    line.split(":")[0] + ": " + line.split(": ")[1]
+                    for c_in, c_local in zip(incoming.changes, local.changes, strict=True)
+                    for line in review.review_role(c_in.role, c_local.md.signed, c_in.md.signed)
+                }
+            )
+            raise BadInputError(
+                f"{path} holds request {incoming.id}, which is not staged here: it changes the "
+                f"same versions as staged request {local.id} but its content differs "
+                f"({'; '.join(changed[:3]) or 'signed bytes'}): tampered in transit? nothing "
+                "imported"
+            )
+
+
 def _check_online_signers(repo: OtaRepository, root: Root) -> None:
     for role in (Snapshot.type, Timestamp.type):
         keys = {k: root.keys[k] for k in root.roles[role].keyids}
@@ -272,7 +412,7 @@ def _check_online_signers(repo: OtaRepository, root: Root) -> None:
             raise KeyError_(
                 f"this machine holds no signer for the {role} key(s) "
                 f"{', '.join(short(k) for k in keys)} named by the new root: add its URI first "
-                "('ota-repo key add-online')"
+                "('ota-repo rotate ROLE --add-key PUB --uri URI' records one)"
             )
 
 
@@ -288,7 +428,49 @@ def _first_snapshot_and_timestamp(repo: OtaRepository) -> None:
     repo.write(Timestamp.type, timestamp)
 
 
-def publish(repo: OtaRepository, req_id: str) -> SigningRequest:
+def _check_result(repo: OtaRepository, req: SigningRequest, first: bool) -> None:
+    """What the repository says after `req` must verify: targets under the new root, and every
+    delegated role under the new targets. A half of a multi-role request (root signatures
+    replayed into a root-only request) or a delegation to a role with no metadata stops here.
+
+    Raises:
+        BadInputError: a role would be left without valid metadata; nothing is written.
+    """
+    root_change, targets_change = req.change(Root.type), req.change(Targets.type)
+    if first:
+        return
+    root_md = root_change.md if root_change else repo.current_metadata(Root.type)
+    targets_md = targets_change.md if targets_change else repo.current_metadata(Targets.type)
+    checks: list[tuple[Metadata[Any], str, Metadata[Any] | None]] = []
+    if root_change is not None:
+        checks.append((root_md, Targets.type, targets_md))
+    if targets_change is not None or root_change is not None:
+        d = targets_md.signed.delegations
+        for name in d.roles if d is not None and d.roles else {}:
+            change = req.change(name)
+            md = (
+                change.md
+                if change
+                else (repo.current_metadata(name) if repo.has_role(name) else None)
+            )
+            checks.append((targets_md, name, md))
+    for delegator, role, md in checks:
+        if md is None:
+            raise BadInputError(
+                f"request {req.id} delegates to {role}, which has no metadata: refused"
+            )
+        try:
+            delegator.verify_delegate(role, md)
+        except UnsignedMetadataError as e:
+            raise BadInputError(
+                f"request {req.id} would leave {role} without valid signatures ({e}): "
+                "refused, nothing published (a request publishes all its roles or none)"
+            ) from e
+
+
+def publish(
+    repo: OtaRepository, req_id: str, *, allow_single_root_key: bool = False
+) -> SigningRequest:
     """Publish a fully signed request, then snapshot and timestamp with the online keys.
 
     Raises:
@@ -309,6 +491,7 @@ def publish(repo: OtaRepository, req_id: str) -> SigningRequest:
             raise BadInputError(
                 f"request {req_id} has expired ({', '.join(expired)}): prepare it again"
             )
+        check_rules(repo, req, allow_single_root_key=allow_single_root_key)
         verify_thresholds(req, published_context(repo))
         root_change = req.change(Root.type)
         new_root = root_change.md.signed if root_change else repo.current_metadata("root").signed
@@ -316,6 +499,11 @@ def publish(repo: OtaRepository, req_id: str) -> SigningRequest:
         _check_online_signers(repo, new_root)
         first = is_unpublished(repo)
         check_content(repo, req, first=first)
+        _check_result(repo, req, first)
+        summary = [f"content hash {content_digest(req.changes)}"]
+        for c in req.changes:
+            old = repo.current_metadata(c.role).signed if c.base_version > 0 else None
+            summary.extend(describe(c.role, old, c.md.signed))
         new_targets = req.change(Targets.type)
         new_md = new_targets.md if new_targets else None
         bins = [] if first else hashbins.bins_to_create(repo, new_md)
@@ -333,7 +521,7 @@ def publish(repo: OtaRepository, req_id: str) -> SigningRequest:
         else:
             repo.publish_snapshot_and_timestamp(force=True)
         details["request"] = req.id
-        details["summary"] = req.summary
+        details["summary"] = summary
     done = repo.paths.staging / "published"
     done.mkdir(mode=0o700, exist_ok=True)
     _request_path(repo, req.id).replace(done / f"{req.id}.json")
@@ -341,8 +529,12 @@ def publish(repo: OtaRepository, req_id: str) -> SigningRequest:
 
 
 def discard(repo: OtaRepository, req_id: str) -> None:
-    """Drop a pending request (nothing published changes)."""
-    path = _request_path(repo, req_id)
-    if not path.exists():
-        raise BadInputError(f"no pending signing request {req_id!r}")
-    path.unlink()
+    """Drop a pending request (nothing published changes). Its file moves to
+    `staging/discarded/`, and a file of that id put back into staging is refused from then on."""
+    with repo.writing("discard-request"):
+        path = _request_path(repo, req_id)
+        if not path.exists():
+            raise BadInputError(f"no pending signing request {req_id!r}")
+        tomb = _tombstone(repo, req_id)
+        tomb.parent.mkdir(mode=0o700, exist_ok=True)
+        path.replace(tomb)

@@ -13,7 +13,7 @@ from repository.errors import BadInputError
 from repository.fsutil import atomic_copy_hashed
 
 # One segment: letters, digits and a few separators; never "." or ".." or empty.
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*\Z")
 MAX_PATH = 255
 
 

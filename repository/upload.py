@@ -29,7 +29,7 @@ from repository.targetfiles import published_path, validate_target_path
 
 logger = logging.getLogger(__name__)
 
-_ROLE = re.compile(r"^[A-Za-z0-9_+~-][A-Za-z0-9._+~-]{0,127}$")
+_ROLE = re.compile(r"^[A-Za-z0-9_+~-][A-Za-z0-9._+~-]{0,127}\Z")
 _TOP_LEVEL = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 
 

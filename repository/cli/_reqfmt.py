@@ -8,14 +8,14 @@ from typing import Any
 
 import click
 from securesystemslib.signer import Key
-from tuf.api.metadata import Root, Signed, Targets
+from tuf.api.metadata import Root, Targets
 
-from repository import staging
-from repository.changes import describe, resulting, short
+from repository import render, review, staging
+from repository.changes import resulting, short
 from repository.keys import find_signer, public_key_from_file
 from repository.layout import TOP_LEVEL_ROLES
 from repository.manager import OtaRepository
-from repository.signing import SigningRequest, ThresholdState, threshold_states
+from repository.signing import SigningRequest, ThresholdState, content_digest, threshold_states
 
 SIGN_WITH = click.option(
     "--sign-with",
@@ -29,6 +29,14 @@ EXPORT = click.option(
     "export_to",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the request to this file, for holders on other machines.",
+)
+TRUSTED_ROOT = click.option(
+    "--trusted-root",
+    "trusted_root",
+    envvar="OTA_TRUSTED_ROOT",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Your own pinned copy of a root.json: the review is verified from it (env "
+    "OTA_TRUSTED_ROOT). Needed for a request file; defaults to this repository's 1.root.json.",
 )
 PUBLISH = click.option(
     "--publish", "publish_now", is_flag=True, help="Publish at once if every threshold is met."
@@ -86,6 +94,7 @@ def request_json(req: SigningRequest, states: list[ThresholdState], stale: str) 
         "created": req.created,
         "actor": req.actor,
         "summary": req.summary,
+        "content_hash": content_digest(req.changes),
         "stale": stale or None,
         "ready": all(s.met for s in states) and not stale,
         "thresholds": [
@@ -102,35 +111,22 @@ def request_json(req: SigningRequest, states: list[ThresholdState], stale: str) 
     }
 
 
-def previous_published(repo: OtaRepository, req: SigningRequest) -> dict[str, Signed | None]:
-    """The published version each change replaces (the diff a repository shows)."""
-    return {
-        c.role: repo.current_metadata(c.role).signed if c.base_version > 0 else None
-        for c in req.changes
-    }
-
-
-def previous_embedded(req: SigningRequest) -> dict[str, Signed | None]:
-    """The versions the request says it replaces (all a holder elsewhere has)."""
-    return {
-        c.role: req.context[c.role].signed if c.base_version > 0 and c.role in req.context else None
-        for c in req.changes
-    }
+def review_lines(req: SigningRequest, context: dict[str, Any], stale: str = "") -> list[str]:
+    """The review of `req` against the verified `context` (none for a stale request: it can
+    only be refused)."""
+    if stale:
+        return [f"content hash: {content_digest(req.changes)}"]
+    return review.review_request(req, review.previous_versions(req, context))
 
 
 def echo_request(
-    req: SigningRequest,
-    states: list[ThresholdState],
-    stale: str = "",
-    previous: dict[str, Signed | None] | None = None,
+    req: SigningRequest, states: list[ThresholdState], lines: list[str], stale: str = ""
 ) -> None:
-    """Print a request: what changes (computed from the metadata, never taken from the file's
-    own summary), what each role says afterwards, and who has signed."""
-    click.echo(f"request {req.id}")
-    previous = previous or {}
-    for change in req.changes:
-        for line in describe(change.role, previous.get(change.role), change.md.signed):
-            click.echo(f"  {line}")
+    """Print a request: the review computed here (never the file's own summary), what each
+    role says afterwards, and who has signed."""
+    click.echo(f"request {render.plain(req.id)}")
+    for line in lines:
+        click.echo(line if line.startswith("content hash") else f"  {line}")
     click.echo("after this change:")
     for change in req.changes:
         for line in resulting(change.role, change.md.signed):
@@ -148,6 +144,8 @@ def finish(
     publish_now: bool,
     warnings: Iterable[str] = (),
     export_to: Path | None = None,
+    *,
+    allow_single_root_key: bool = False,
 ) -> None:
     """Stage the request `make` builds (under the writer lock), print it, maybe publish it."""
     with repo.writing("stage-request"):
@@ -157,15 +155,17 @@ def finish(
         click.echo(f"exported {req.id} to {export_to}")
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
-    states = threshold_states(req, staging.published_context(repo))
-    echo_request(req, states, previous=previous_published(repo, req))
+    context = staging.trusted_context(repo, req)
+    states = threshold_states(req, context)
+    echo_request(req, states, review_lines(req, context))
     if publish_now and all(s.met for s in states):
-        staging.publish(repo, req.id)
+        staging.publish(repo, req.id, allow_single_root_key=allow_single_root_key)
         click.echo(f"published {req.id}")
     elif publish_now:
         raise click.ClickException(f"staged {req.id} but not published: thresholds are not met yet")
     else:
         click.echo(
-            f"next: each holder runs 'ota-repo sign {req.id} --key URI' "
-            f"(or signs an exported copy), then 'ota-repo publish {req.id}'"
+            f"next: each holder reviews and runs 'ota-repo sign {req.id} --key URI --expect "
+            f"{content_digest(req.changes)}' (or signs an exported copy), then "
+            f"'ota-repo publish {req.id}'"
         )

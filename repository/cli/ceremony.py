@@ -10,7 +10,7 @@ from repository import staging
 from repository.ceremony import stage_init
 from repository.cli._base import Context, cli, pass_ctx
 from repository.cli._options import expiry_days, production_keys
-from repository.cli._reqfmt import echo_request
+from repository.cli._reqfmt import echo_request, review_lines
 from repository.manager import OtaRepository
 from repository.signing import threshold_states
 
@@ -67,7 +67,7 @@ def init_ceremony(
     if export_to is not None:
         staging.export(repo, req.id, export_to)
         click.echo(f"exported {req.id} to {export_to}")
-    echo_request(req, threshold_states(req, {}))
+    echo_request(req, threshold_states(req, {}), review_lines(req, {}))
     click.echo(
         f"next: root and targets holders sign ('ota-repo sign {export_to or req.id} --key URI'), "
         f"then 'ota-repo publish {export_to or req.id}'"

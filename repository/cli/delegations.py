@@ -104,7 +104,9 @@ def rotate_cmd(
                 clear_targets=clear_targets,
             )
 
-    finish(repo, make, publish_now, export_to=export_to)
+    finish(
+        repo, make, publish_now, export_to=export_to, allow_single_root_key=allow_single_root_key
+    )
 
 
 @cli.command("renew")
@@ -139,7 +141,13 @@ def renew_cmd(
 )
 @click.option("--key", "key_files", multiple=True, required=True, type=_PUB, help="Publisher key.")
 @click.option("--threshold", type=int, default=1, show_default=True)
-@click.option("--terminating", is_flag=True, help="Stop the search here for matching paths.")
+@click.option(
+    "--terminating/--no-terminating",
+    default=True,
+    show_default=True,
+    help="Stop a device's search at this role for matching paths, so no other delegation "
+    "can supply an image for them.",
+)
 @SIGN_WITH
 @EXPORT
 @PUBLISH

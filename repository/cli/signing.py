@@ -3,24 +3,44 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from repository import staging
 from repository.cli._base import Context, cli, emit, pass_ctx
 from repository.cli._reqfmt import (
+    TRUSTED_ROOT,
     echo_request,
-    previous_embedded,
-    previous_published,
     request_json,
+    review_lines,
     state_lines,
 )
-from repository.signing import threshold_states
+from repository.errors import BadInputError
+from repository.signing import SigningRequest, content_digest, threshold_states
 
 
 def _is_file(ref: str) -> bool:
-    return "/" in ref or ref.endswith(".json") or Path(ref).is_file()
+    """A request FILE is named with a '/' or '.json'; anything else is a staged request id, so
+    a file planted in the working directory under an id's name is never read."""
+    return "/" in ref or ref.endswith(".json")
+
+
+def _load_for_review(
+    ctx: Context, ref: str, trusted_root: Path | None
+) -> tuple[SigningRequest, dict[str, Any], str]:
+    """The request, the verified published state to review it against, and why it is stale."""
+    if _is_file(ref):
+        req, context = staging.load_file(Path(ref), trusted_root)
+        return req, context, ""
+    repo = ctx.open()
+    req = staging.load(repo, ref)
+    stale = staging.stale_reason(repo, req) or ""
+    if stale:
+        return req, req.context, stale
+    return req, staging.trusted_context(repo, req, trusted_root), ""
 
 
 @cli.command("requests")
@@ -52,23 +72,24 @@ def request_group() -> None:
 
 @request_group.command("show")
 @click.argument("ref")
+@TRUSTED_ROOT
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def request_show(ctx: Context, ref: str, as_json: bool) -> None:
-    """Show what a request (ID here, or an exported FILE) changes and who has signed."""
-    if _is_file(ref):
-        req = staging.load_file(Path(ref))
-        context, stale, previous = req.context, "", previous_embedded(req)
-    else:
-        repo = ctx.open()
-        req = staging.load(repo, ref)
-        context, stale = staging.context_for(repo, req), staging.stale_reason(repo, req) or ""
-        previous = previous_embedded(req) if stale else previous_published(repo, req)
+def request_show(ctx: Context, ref: str, trusted_root: Path | None, as_json: bool) -> None:
+    """Review what a request (ID here, or an exported FILE) changes, and who has signed.
+
+    The review is computed here from the metadata, verified from your trusted root; sign with
+    the content hash it prints ('ota-repo sign REF --key URI --expect HASH').
+    """
+    req, context, stale = _load_for_review(ctx, ref, trusted_root)
     states = threshold_states(req, context)
+    lines = review_lines(req, context, stale)
     if as_json:
-        click.echo(json.dumps(request_json(req, states, stale), indent=2, sort_keys=True))
+        data = request_json(req, states, stale)
+        data["review"] = lines[1:]
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:
-        echo_request(req, states, stale, previous)
+        echo_request(req, states, lines, stale)
 
 
 @request_group.command("export")
@@ -108,18 +129,43 @@ def request_discard(ctx: Context, request_id: str) -> None:
 @cli.command("sign")
 @click.argument("ref")
 @click.option("--key", "uri", required=True, help="Signer URI of your key (encfile:, hsm:, ...).")
+@click.option(
+    "--expect",
+    metavar="HASH",
+    help="The content hash you reviewed ('ota-repo request show'): anything else is refused.",
+)
+@TRUSTED_ROOT
 @pass_ctx
-def sign_cmd(ctx: Context, ref: str, uri: str) -> None:
-    """Add your signature to request REF: a request ID here, or an exported request FILE.
+def sign_cmd(
+    ctx: Context, ref: str, uri: str, expect: str | None, trusted_root: Path | None
+) -> None:
+    """Review request REF (a request ID here, or an exported request FILE) and sign it.
 
-    Signing a FILE needs no repository: carry it back and run 'ota-repo request import'.
+    Signs only the content whose hash you give with --expect (or confirm when asked). Signing
+    a FILE needs no repository: carry it back and run 'ota-repo request import'.
     """
+    req, context, stale = _load_for_review(ctx, ref, trusted_root)
+    if stale:
+        raise BadInputError(f"request {req.id} is stale: {stale}")
+    echo_request(req, threshold_states(req, context), review_lines(req, context))
+    if expect is None:
+        if not sys.stdin.isatty():
+            raise BadInputError(
+                "refused, nothing signed: give the content hash you reviewed with --expect HASH "
+                "(printed by 'ota-repo request show')"
+            )
+        click.confirm(
+            f"sign request {req.id} with content hash {content_digest(req.changes)}?", abort=True
+        )
+        expect = content_digest(req.changes)
     if _is_file(ref):
-        req, roles = staging.sign_file(Path(ref), uri)
-        states = threshold_states(req, req.context)
+        req, roles, context = staging.sign_file(
+            Path(ref), uri, expect=expect, trusted_root=trusted_root
+        )
+        states = threshold_states(req, context)
     else:
         repo = ctx.open()
-        req, roles = staging.sign_staged(repo, ref, uri)
+        req, roles = staging.sign_staged(repo, ref, uri, expect=expect, trusted_root=trusted_root)
         states = threshold_states(req, staging.published_context(repo))
     click.echo(f"signed {', '.join(roles)} of {req.id}")
     for line in state_lines(states):
@@ -128,17 +174,23 @@ def sign_cmd(ctx: Context, ref: str, uri: str) -> None:
 
 @cli.command("publish")
 @click.argument("ref")
+@click.option(
+    "--allow-single-root-key",
+    is_flag=True,
+    help="Accept a root threshold below 2 (one stolen key would own the repository).",
+)
 @pass_ctx
-def publish_cmd(ctx: Context, ref: str) -> None:
+def publish_cmd(ctx: Context, ref: str, allow_single_root_key: bool) -> None:
     """Publish request REF once every threshold is met (then snapshot and timestamp).
 
     REF is a request ID, or a request FILE signed elsewhere: its signatures are imported first.
+    Every staging rule is checked again on the exact metadata published.
     """
     repo = ctx.open()
     if _is_file(ref):
         request_id = staging.import_signatures(repo, Path(ref))[0].id
     else:
         request_id = ref
-    req = staging.publish(repo, request_id)
+    req = staging.publish(repo, request_id, allow_single_root_key=allow_single_root_key)
     versions = ", ".join(f"{c.role} v{c.md.signed.version}" for c in req.changes)
     click.echo(f"published {req.id}: {versions}")

@@ -17,8 +17,8 @@ from tuf.api.metadata import TargetFile, Targets
 from repository.errors import BadInputError
 from repository.targetfiles import validate_target_path
 
-_VERSION = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,5}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,63}$")
+_VERSION = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,5}\Z")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,63}\Z")
 
 
 def check_version(version: str) -> str:

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 # hidden or dot segments, backslashes, NUL, and malformed %-escapes: never a valid request
 _SUSPICIOUS = re.compile(r"(/\.|\\|\x00|%(?![0-9A-Fa-f]{2}))")
 UPLOADS_PER_WORKER = 2  # bodies being received at once; more wait for a 503's Retry-After
-_RAW_OK = re.compile(r"^/[A-Za-z0-9._~+/%-]*$")
+_RAW_OK = re.compile(r"^/[A-Za-z0-9._~+/%-]*\Z")
 
 
 @dataclass

@@ -30,10 +30,10 @@ from repository.server.throttle import Throttle
 
 StartResponse = Callable[..., Any]
 
-_VERSIONED = re.compile(r"^([1-9][0-9]{0,19})\.([A-Za-z0-9_+~-][A-Za-z0-9._+~-]{0,127})\.json$")
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}$")
+_VERSIONED = re.compile(r"^([1-9][0-9]{0,19})\.([A-Za-z0-9_+~-][A-Za-z0-9._+~-]{0,127})\.json\Z")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}\Z")
 _HASH_PREFIX = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{128})\.")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)\Z")
 _MAX_DEPTH = 16
 BLOCK = 256 * 1024
 IMMUTABLE = "max-age=31536000, immutable"

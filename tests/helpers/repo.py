@@ -39,6 +39,30 @@ def ota_repo(
     return proc
 
 
+def content_hash(repo: Path, ref: str, *extra: str, env: dict[str, str] | None = None) -> str:
+    """The content hash `ota-repo request show` prints: what a holder reviews, then signs."""
+    proc = ota_repo(repo, "request", "show", ref, "--json", *extra, env=env)
+    return str(json.loads(proc.stdout)["content_hash"])
+
+
+def sign_request(
+    repo: Path,
+    ref: str,
+    uri: str,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Sign as docs/security-team.md says: review the request, then sign the hash reviewed.
+
+    `extra` goes to both commands (e.g. `--trusted-root FILE` on a holder's machine).
+    """
+    digest = content_hash(repo, ref, *extra, env=env)
+    return ota_repo(
+        repo, "sign", ref, "--key", uri, "--expect", digest, *extra, env=env, check=check
+    )
+
+
 def assert_encrypted_pem(path: Path, passphrase: str = PASSPHRASE) -> None:
     """The file is a PEM private key that loads only with its passphrase."""
     from cryptography.hazmat.primitives.serialization import load_pem_private_key

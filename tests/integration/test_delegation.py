@@ -17,7 +17,14 @@ from repository.delegations import validate_delegated_update
 from repository.errors import ThresholdError
 from repository.manager import OtaRepository
 from tests.helpers.ceremony import Ceremony, client, production_repo, use_passphrase
-from tests.helpers.repo import BIN, assert_one_line_error, cli_env, ota_repo, published
+from tests.helpers.repo import (
+    BIN,
+    assert_one_line_error,
+    cli_env,
+    ota_repo,
+    published,
+    sign_request,
+)
 
 ROLE = "firmware-model-x"
 
@@ -39,7 +46,7 @@ def ota_publish(*args: str, check: bool = True) -> subprocess.CompletedProcess[s
 def _publish_request(c: Ceremony, *holders: str) -> None:
     (req,) = json.loads(ota_repo(c.repo_dir, "requests", "--json").stdout)["requests"]
     for holder in holders:
-        ota_repo(c.repo_dir, "sign", req["id"], "--key", c.uri(holder))
+        sign_request(c.repo_dir, req["id"], c.uri(holder))
     ota_repo(c.repo_dir, "publish", req["id"])
 
 

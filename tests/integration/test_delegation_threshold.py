@@ -13,8 +13,9 @@ from tuf.api.metadata import TargetFile
 from repository import staging
 from repository.errors import BadInputError
 from repository.manager import OtaRepository
+from repository.signing import content_digest
 from tests.helpers.ceremony import client, use_passphrase
-from tests.helpers.repo import BIN, cli_env, ota_repo, tree_digest
+from tests.helpers.repo import BIN, cli_env, ota_repo, sign_request, tree_digest
 
 ROLE = "firmware-model-x"
 
@@ -52,7 +53,7 @@ def test_two_of_two_publisher_role_goes_through_a_request(repo: Path, tmp_path: 
     assert tree_digest(repo / "metadata") == before  # nothing published yet
     (req,) = json.loads(ota_repo(repo, "requests", "--json").stdout)["requests"]
     assert req["thresholds"][0]["have"] == 1 and req["thresholds"][0]["need"] == 2
-    ota_repo(repo, "sign", req["id"], "--key", f"encfile:{keys}/pub-b.key")
+    sign_request(repo, req["id"], f"encfile:{keys}/pub-b.key")
     ota_repo(repo, "publish", req["id"])
     updater, _ = client(repo, tmp_path / "device", (repo / "metadata" / "1.root.json").read_bytes())
     updater.refresh()
@@ -90,7 +91,12 @@ def test_publish_checks_what_a_request_lists(
             (dest / f"{tf.hashes['sha256']}.fw.bin").write_bytes(content)
         req = staging.stage(r, {ROLE: md})
     for name in ("pub-a", "pub-b"):
-        staging.sign_staged(OtaRepository.load(repo), req.id, f"encfile:{keys}/{name}.key")
+        staging.sign_staged(
+            OtaRepository.load(repo),
+            req.id,
+            f"encfile:{keys}/{name}.key",
+            expect=content_digest(req.changes),
+        )
     before = tree_digest(repo / "metadata")
     with pytest.raises(BadInputError, match=message):
         staging.publish(OtaRepository.load(repo), req.id)

@@ -18,6 +18,7 @@ from tests.helpers.repo import (
     cli_env,
     ota_repo,
     published,
+    sign_request,
 )
 from tests.helpers.softhsm import SoftHSM, softhsm
 
@@ -81,9 +82,9 @@ def test_root_holder_signs_with_a_token(lab: dict[str, object], tmp_path: Path) 
 
     ota_repo(repo, "rotate", "root", "--add-key", str(k / "dave.pub"))
     (req,) = json.loads(ota_repo(repo, "requests", "--json").stdout)["requests"]
-    ota_repo(repo, "sign", req["id"], "--key", str(lab["alice"]), env=_env(lab, "alice"))
+    sign_request(repo, req["id"], str(lab["alice"]), env=_env(lab, "alice"))
     for name in ("carol", "dave"):
-        ota_repo(repo, "sign", req["id"], "--key", f"encfile:{k}/{name}.key")
+        sign_request(repo, req["id"], f"encfile:{k}/{name}.key")
     ota_repo(repo, "publish", req["id"])
     ota_repo(repo, "verify")
     listed = json.loads(ota_repo(repo, "key", "list", "--json").stdout)["keys"]
@@ -156,7 +157,7 @@ def test_token_problems_sign_nothing(
     (req,) = json.loads(ota_repo(repo, "requests", "--json").stdout)["requests"]
     staged = (repo / ".ota" / "staging" / f"{req['id']}.json").read_bytes()
     before = published(repo)
-    proc = ota_repo(repo, "sign", req["id"], "--key", uri, env=_env(lab, pin, **extra), check=False)
+    proc = sign_request(repo, req["id"], uri, env=_env(lab, pin, **extra), check=False)
     assert_one_line_error(proc, message)
     assert (repo / ".ota" / "staging" / f"{req['id']}.json").read_bytes() == staged
     assert published(repo) == before

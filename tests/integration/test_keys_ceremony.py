@@ -9,7 +9,7 @@ import pytest
 
 from repository import keys
 from tests.helpers.ceremony import client
-from tests.helpers.repo import PASSPHRASE, assert_one_line_error, ota_repo
+from tests.helpers.repo import PASSPHRASE, assert_one_line_error, ota_repo, sign_request
 
 NAMES = ("alice", "bob", "carol", "release", "snapshot", "timestamp")
 
@@ -41,12 +41,12 @@ def test_ceremony_publishes_only_when_both_thresholds_are_met(
     req = tmp_path / "ceremony.json"
     ota_repo(repo, *_args(keys_dir, "--export", str(req)))
     assert not list((repo / "metadata").glob("*.json"))
-    ota_repo(tmp_path, "sign", str(req), "--key", f"encfile:{keys_dir}/alice.key")
-    ota_repo(tmp_path, "sign", str(req), "--key", f"encfile:{keys_dir}/release.key")
+    sign_request(tmp_path, str(req), f"encfile:{keys_dir}/alice.key")
+    sign_request(tmp_path, str(req), f"encfile:{keys_dir}/release.key")
     proc = ota_repo(repo, "publish", str(req), check=False)
     assert_one_line_error(proc, "root v1 has 1/2")
     assert not list((repo / "metadata").glob("*.json"))
-    ota_repo(tmp_path, "sign", str(req), "--key", f"encfile:{keys_dir}/carol.key")
+    sign_request(tmp_path, str(req), f"encfile:{keys_dir}/carol.key")
     ota_repo(repo, "publish", str(req))
     names = sorted(p.name for p in (repo / "metadata").glob("*.json"))
     assert names == ["1.root.json", "1.snapshot.json", "1.targets.json", "timestamp.json"]

@@ -14,7 +14,7 @@ from tuf.api.metadata import Metadata, Root
 
 from repository import rotation, staging
 from repository.errors import BadInputError, ThresholdError
-from repository.signing import SigningRequest
+from repository.signing import SigningRequest, content_digest
 from tests.helpers.ceremony import Ceremony, client, production_repo, use_passphrase
 from tests.helpers.repo import published
 
@@ -31,9 +31,14 @@ def _stage_root(c: Ceremony, **change: object) -> SigningRequest:
         return rotation.change_top_level_keys(repo, **change)  # type: ignore[arg-type]
 
 
+def _reviewed(c: Ceremony, req_id: str) -> str:
+    """The content hash a holder reviewed (what `ota-repo request show` prints)."""
+    return content_digest(staging.load(c.open(), req_id).changes)
+
+
 def _sign(c: Ceremony, req_id: str, *holders: str) -> None:
     for holder in holders:
-        staging.sign_staged(c.open(), req_id, c.uri(holder))
+        staging.sign_staged(c.open(), req_id, c.uri(holder), expect=_reviewed(c, req_id))
 
 
 def _trusted_root_version(cache: Path) -> int:
@@ -73,7 +78,8 @@ def test_client_follows_rotations_v1_v2_v3(ceremony: Ceremony, tmp_path: Path) -
         staging.publish(c.open(), req.id)
     exported = tmp_path / "usb" / "request.json"
     staging.export(c.open(), req.id, exported)
-    staging.sign_file(exported, c.uri("erin"))
+    pinned = c.repo_dir / "metadata" / "1.root.json"
+    staging.sign_file(exported, c.uri("erin"), expect=_reviewed(c, req.id), trusted_root=pinned)
     staging.import_signatures(c.open(), exported)
     staging.publish(c.open(), req.id)
 
@@ -154,7 +160,8 @@ def test_targets_key_rotation_publishes_root_and_targets_together(
     with pytest.raises(ThresholdError, match="targets as delegated by root v2 has 0/1"):
         staging.publish(c.open(), req.id)
     with pytest.raises(Exception, match="not listed"):
-        staging.sign_staged(c.open(), req.id, c.uri("release"))  # the old key no longer counts
+        # the old key no longer counts
+        staging.sign_staged(c.open(), req.id, c.uri("release"), expect=_reviewed(c, req.id))
     _sign(c, req.id, "release2")
     staging.publish(c.open(), req.id)
     targets = Metadata.from_bytes((c.repo_dir / "metadata" / "2.targets.json").read_bytes())

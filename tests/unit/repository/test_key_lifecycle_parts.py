@@ -19,11 +19,12 @@ from tuf.api.metadata import (
 )
 
 from repository.changes import describe
-from repository.delegations import patterns_overlap, validate_pattern
 from repository.errors import BadInputError, KeyError_
 from repository.hsm import describe_hsm_error, parse_uri
+from repository.keyident import fingerprint
 from repository.keyinfo import signer_location
 from repository.publisher.firmware import FirmwareRelease, check_version
+from repository.rules import patterns_overlap, validate_pattern
 
 EXPIRES = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -39,7 +40,10 @@ def test_root_changes_in_words() -> None:
     new.roles["root"].threshold = 1
     new.roles["targets"].threshold = 1
     lines = describe("root", old, new)
-    assert f"root: root key added {b.public_key.keyid[:12]} (ed25519)" in lines
+    assert (
+        f"root: root key added {b.public_key.keyid[:12]} (ed25519 {fingerprint(b.public_key)})"
+        in lines
+    )
     assert f"root: root key removed {a.public_key.keyid[:12]}" in lines
     assert "root: version 1 -> 2" in lines
 

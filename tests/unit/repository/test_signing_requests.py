@@ -88,7 +88,7 @@ def _mutate(req: SigningRequest, edit: Any) -> bytes:
     "edit,message",
     [
         (lambda d: d.update(format="other"), "not a secure-ota signing request"),
-        (lambda d: d.update(format_version=2), "unsupported request format version"),
+        (lambda d: d.update(format_version=1), "unsupported request format version"),
         (lambda d: d.update(id="../../x"), "bad request id"),
         (lambda d: d["changes"][0].update(role="a/b"), "bad role name"),
         (lambda d: d["changes"][0].update(base_version=-1), "bad base version"),
