@@ -45,7 +45,7 @@ SLOT_NAMES = ("A", "B")
 # has not passed its health check; a build that fails ten boots in a row is broken, and more tries
 # only keep the device down longer before it returns to the committed slot.
 MAX_BOOT_TRIES = 10
-_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")
+_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}\Z")
 
 
 @dataclass(frozen=True)

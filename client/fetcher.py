@@ -27,7 +27,7 @@ from client.errors import Interrupted
 logger = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)\Z")
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ from client.errors import (
 
 Version = tuple[int, ...]
 
-_VERSION = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,7}$")
-_HWID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")
+_VERSION = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,7}\Z")
+_HWID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}\Z")
 # One path segment, as the repository validates them (never ".", "..", empty or escaped).
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}\Z")
 _MAX_COUNTER = 2**63 - 1
 FIRMWARE_PREFIX = "firmware/"
 
