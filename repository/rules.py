@@ -143,6 +143,8 @@ def _int(value: Any, what: str, *, low: int = 1) -> int:
 
 
 def _threshold(what: str, threshold: Any, keyids: Sequence[str]) -> None:
+    if not isinstance(keyids, list) or not all(isinstance(k, str) for k in keyids):
+        raise BadInputError(f"{what}: keyids must be a list of strings")
     _int(threshold, f"{what} threshold")
     if threshold > len(keyids):
         raise BadInputError(
