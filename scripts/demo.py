@@ -254,20 +254,27 @@ def main() -> None:
         f"firmware/{HWID}/*",
         "--key",
         work / "publisher" / f"{ROLE}.pub",
-        "--terminating",
         "--export",
         request,
         env=team,
     )
-    # The publisher signs the role's first, empty version: proof they hold the key.
+    # The publisher reviews the request against their pinned copy of root v1, then signs the
+    # role's first, empty version (proof they hold the key) with the content hash reviewed.
+    pinned = work / "publisher" / "trusted-root.json"
+    shutil.copy(repo / "metadata" / "1.root.json", pinned)
+    trusted = ("--trusted-root", pinned)
+    review = run(ota_repo, "request", "show", request, *trusted, env=publisher)
+    digest = re.search(r"^content hash: ([0-9a-f]{64})$", review, re.M)
+    assert digest is not None, review
     run(
         ota_repo,
-        "--repo",
-        repo,
         "sign",
         request,
         "--key",
         f"encfile:{work / 'publisher' / f'{ROLE}.key'}",
+        "--expect",
+        digest.group(1),
+        *trusted,
         env=publisher,
     )
     run(ota_repo, "--repo", repo, "publish", request, env=team)

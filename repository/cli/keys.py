@@ -9,6 +9,7 @@ import click
 from repository import hsm
 from repository.cli._base import Context, cli, emit, pass_ctx
 from repository.fsutil import make_private_dir
+from repository.keyident import fingerprint
 from repository.keyinfo import key_rows
 from repository.keys import KEY_TYPES, generate_key, write_public_key
 
@@ -39,9 +40,15 @@ def key_generate(name: str, key_type: str, out_dir: Path, as_json: bool) -> None
         make_private_dir(out_dir)  # a new key folder is owner-only
     priv, pub, key = generate_key(out_dir, name, key_type=key_type)
     emit(
-        {"keyid": key.keyid, "public": str(pub), "uri": f"encfile:{priv.resolve()}"},
+        {
+            "keyid": key.keyid,
+            "fingerprint": fingerprint(key),
+            "public": str(pub),
+            "uri": f"encfile:{priv.resolve()}",
+        },
         as_json,
-        f"keyid {key.keyid}\npublic key {pub}\nsigner URI encfile:{priv.resolve()}",
+        f"keyid {key.keyid}\nfingerprint {fingerprint(key)} (reviews show keys by it)\n"
+        f"public key {pub}\nsigner URI encfile:{priv.resolve()}",
     )
 
 
@@ -68,9 +75,9 @@ def key_import_hsm(
         raise click.ClickException(f"{pub} exists already")
     write_public_key(pub, key)
     emit(
-        {"keyid": key.keyid, "public": str(pub), "uri": uri},
+        {"keyid": key.keyid, "fingerprint": fingerprint(key), "public": str(pub), "uri": uri},
         as_json,
-        f"keyid {key.keyid}\npublic key {pub}\nsigner URI {uri}",
+        f"keyid {key.keyid}\nfingerprint {fingerprint(key)}\npublic key {pub}\nsigner URI {uri}",
     )
 
 
