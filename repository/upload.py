@@ -2,7 +2,9 @@
 elsewhere with the publisher's key(s), plus the firmware files it lists.
 
 Every check runs before the first byte is published: the metadata must verify against the
-current delegation (keys, threshold, path patterns, exactly the next version, not expired) and
+current delegation (keys, threshold, path patterns, exactly the next version, not expired), stay
+inside the repository's limits (`repository.limits`: expiry, security counters of new images),
+list every published target exactly as published (a published image never changes: 409), and
 every uploaded file must match its TargetFile's length and hashes. Then, under the writer lock,
 the files go into `targets/` under their consistent-snapshot names, the role's metadata is
 written, and snapshot and timestamp are re-signed with the online keys. A refusal leaves the
@@ -15,6 +17,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from tuf.api.exceptions import LengthOrHashMismatchError
@@ -24,6 +27,7 @@ from tuf.api.serialization import DeserializationError
 from repository.delegations import validate_delegated_update
 from repository.errors import BadInputError, KeyError_, RepositoryError, ThresholdError
 from repository.fsutil import atomic_copy_hashed, atomic_write
+from repository.limits import Limits
 from repository.manager import OtaRepository, metadata_filename
 from repository.targetfiles import published_path, validate_target_path
 
@@ -40,6 +44,12 @@ class UploadRefused(RepositoryError):
 
 
 class VersionConflict(UploadRefused):
+    status = 409
+
+
+class TargetConflict(UploadRefused):
+    """The upload lists a published target path with other bytes or another custom."""
+
     status = 409
 
 
@@ -131,6 +141,54 @@ def _same(a: TargetFile, b: TargetFile) -> bool:
     return a.length == b.length and a.hashes == b.hashes
 
 
+def _check_published_unchanged(repo: OtaRepository, role: str, md: Metadata[Targets]) -> None:
+    """A target path the role lists already keeps its bytes and its custom.
+
+    Devices may hold those bytes, and "version 1.4.2" must mean one image: a publisher who
+    needs other bytes publishes a new version. Listing it again unchanged is not a change.
+
+    Raises:
+        TargetConflict: a published path with other length or hashes, or another custom.
+    """
+    before = repo.current_metadata(role).signed.targets if repo.has_role(role) else {}
+    for path, tf in sorted(md.signed.targets.items()):
+        old = before.get(path)
+        if old is None:
+            continue
+        if not _same(old, tf):
+            raise TargetConflict(
+                f"{path} is published already with other bytes: a published image never "
+                "changes, publish a new version"
+            )
+        if old.unrecognized_fields != tf.unrecognized_fields:
+            raise TargetConflict(
+                f"{path} is published already with another custom: a published image never "
+                "changes, publish a new version"
+            )
+
+
+def _check_limits(repo: OtaRepository, role: str, md: Metadata[Targets]) -> None:
+    """Expiry within `max_expiry_days`; every new image's security counter within bounds.
+
+    Raises:
+        UploadRefused: a bound is exceeded (400), or the repository's limits are
+            misconfigured (503).
+    """
+    try:
+        limits = Limits.from_config(repo.config.extra)
+    except BadInputError as e:  # create_app checks it at start: edited since
+        logger.error("bad limits in the repository config: %s", e)
+        raise ServerUnavailable("the server's limits are misconfigured") from None
+    try:
+        limits.check_expiry(md.signed.expires, repo.now, f"{role} v{md.signed.version}")
+        before = repo.current_metadata(role).signed.targets if repo.has_role(role) else {}
+        for path, tf in sorted(md.signed.targets.items()):
+            if path not in before:  # published ones are unchanged (checked before)
+                limits.check_firmware_custom(tf.custom, path)
+    except BadInputError as e:
+        raise UploadRefused(str(e)) from None
+
+
 def _check_files(
     repo: OtaRepository, role: str, md: Metadata[Targets], files: Mapping[str, BinaryIO]
 ) -> list[str]:
@@ -189,8 +247,9 @@ def accept_upload(
         What was published.
 
     Raises:
-        UploadRefused: bad input (400), not authorized or not signed (403), not the next
-            version (409), the server cannot sign snapshot/timestamp now (503).
+        UploadRefused: bad input or beyond the limits (400), not authorized or not signed
+            (403), not the next version or a published target changed (409), the server cannot
+            sign snapshot/timestamp now (503).
     """
     if not _ROLE.match(role) or ".." in role:
         raise UploadRefused(f"bad role name {role!r}")
@@ -201,9 +260,14 @@ def accept_upload(
             raise UploadRefused(str(e)) from None
     md = parse_metadata(metadata)
     repo.lock_timeout = lock_timeout
+    # the server's repository lives as long as its worker: expiry is judged, and snapshot and
+    # timestamp are signed, from the time of this upload, not from when the worker started
+    repo.now = datetime.now(UTC)
     try:
         with repo.writing("upload") as details:
             _check_delegation(repo, role, md)
+            _check_published_unchanged(repo, role, md)
+            _check_limits(repo, role, md)
             stored = _check_files(repo, role, md, files)
             try:  # fail on the online keys before writing anything
                 if not repo.signers_for(Snapshot.type) or not repo.signers_for(Timestamp.type):

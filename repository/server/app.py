@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from repository.fsutil import make_private_dir
 from repository.layout import load_config
+from repository.limits import Limits
 from repository.server.auth import RegistryCache
 from repository.server.requestlog import RequestAudit, request_log_path
 from repository.server.respond import SECURITY_HEADERS, json_error
@@ -146,6 +147,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     paths = settings.paths
     make_private_dir(paths.staging)
     repo = OnlineOnlyRepository(paths, load_config(paths))
+    Limits.from_config(repo.config.extra)  # a bad limits section stops the server at start
     audit = RequestAudit(request_log_path(paths.private))
     registry = RegistryCache(paths, settings.registry_reload_interval)
     throttle = Throttle(
