@@ -8,17 +8,24 @@ from typing import Any
 from repository.cli._base import fail
 from repository.keys import public_key_from_file
 from repository.layout import TOP_LEVEL_ROLES
+from repository.limits import DEFAULT_MAX_EXPIRY_DAYS
 
 
 def expiry_days(values: tuple[str, ...]) -> dict[str, int]:
-    """`--expiry ROLE=DAYS` (repeated) as a mapping; a bad item is a usage error."""
+    """`--expiry ROLE=DAYS` (repeated) as a mapping; a bad item is a usage error.
+
+    DAYS is at most `DEFAULT_MAX_EXPIRY_DAYS` (`repository.limits`): metadata signed for longer
+    would outlive any compromise of its key.
+    """
     result = {}
     for item in values:
         role, _, days = item.partition("=")
-        if role not in TOP_LEVEL_ROLES or not days.isdigit() or int(days) < 1:
+        if role not in TOP_LEVEL_ROLES or not days.isascii() or not days.isdigit() or int(days) < 1:
             fail(
                 f"--expiry takes ROLE=DAYS with ROLE one of {', '.join(TOP_LEVEL_ROLES)}: {item!r}"
             )
+        if int(days) > DEFAULT_MAX_EXPIRY_DAYS:
+            fail(f"--expiry {item}: at most {DEFAULT_MAX_EXPIRY_DAYS} days")
         result[role] = int(days)
     return result
 
