@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -74,6 +75,53 @@ def atomic_copy_hashed(src: BinaryIO, dest_dir: Path, name_for: str) -> tuple[Pa
         raise
     fsync_dir(dest_dir)
     return final, digest.hexdigest(), length
+
+
+class NotRegularFileError(OSError):
+    """The path names a FIFO, device, socket or directory, not a regular file."""
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def open_regular_file(path: Path) -> tuple[BinaryIO, os.stat_result]:
+    """Open `path` for reading only if it is a regular file, without ever blocking.
+
+    The path is checked with `os.stat` before it is opened (opening some devices has effects),
+    then opened with `O_NONBLOCK` (a FIFO never blocks the open) and checked again with
+    `fstat` on the descriptor, which must be the same file.
+
+    Returns:
+        The open file (binary, blocking) and its `fstat` at opening.
+
+    Raises:
+        NotRegularFileError: a FIFO, device, socket or directory (`strerror` says which).
+        OSError: the file cannot be opened (missing, permission denied, ...).
+    """
+    before = os.stat(path)
+    if not stat.S_ISREG(before.st_mode):
+        raise NotRegularFileError(0, _kind(before.st_mode), str(path))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise NotRegularFileError(0, _kind(opened.st_mode), str(path))
+        if (opened.st_dev, opened.st_ino) != (before.st_dev, before.st_ino):
+            raise NotRegularFileError(0, "replaced while it was opened", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), opened
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def make_private_dir(path: Path) -> None:

@@ -10,7 +10,7 @@ from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import TargetFile
 
 from repository.errors import BadInputError
-from repository.fsutil import atomic_copy_hashed
+from repository.fsutil import NotRegularFileError, atomic_copy_hashed, open_regular_file
 
 # One segment: letters, digits and a few separators; never "." or ".." or empty.
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*\Z")
@@ -43,18 +43,22 @@ def store_target_file(
 ) -> TargetFile:
     """Copy `source` into `targets/` as `<dir>/<sha256>.<name>` and describe it.
 
+    The copy is atomic (a temporary file renamed into place, removed on failure), and only a
+    regular file is read: a FIFO or device is refused before a byte is read, so nothing blocks.
+
     Raises:
-        BadInputError: bad target path, or the source cannot be read.
+        BadInputError: bad target path, or the source cannot be read or is not a regular file.
     """
     validate_target_path(target_path)
     directory, _, name = target_path.rpartition("/")
     try:
-        with open(source, "rb") as src:
+        src, _ = open_regular_file(source)
+        with src:
             _, sha256, length = atomic_copy_hashed(src, targets_dir / directory, name)
     except FileNotFoundError as e:
         raise BadInputError(f"file not found: {source}") from e
-    except IsADirectoryError as e:
-        raise BadInputError(f"not a file: {source}") from e
+    except NotRegularFileError as e:
+        raise BadInputError(f"not a regular file: {source} is {e.strerror}") from e
     except PermissionError as e:
         raise BadInputError(f"cannot read {source}: permission denied") from e
     fields = {"custom": custom} if custom is not None else {}

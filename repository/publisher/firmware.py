@@ -7,7 +7,9 @@ The image's `custom` is `{"firmware": {"version", "hardware_ids", "security_coun
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,10 +101,15 @@ class FirmwareRelease:
 def describe_file(local: Path, target_path: str, custom: dict[str, Any]) -> TargetFile:
     """Length and SHA-256 of a local file as a TargetFile (nothing is copied).
 
+    `ota-publish` passes its private copies (`repository.publisher.inputs`), never the files it
+    was given: those are read once, by the copy.
+
     Raises:
-        BadInputError: the file cannot be read.
+        BadInputError: the file cannot be read, or is not a regular file.
     """
     try:
+        if not stat.S_ISREG(os.stat(local).st_mode):
+            raise BadInputError(f"not a regular file: {local}")
         tf = TargetFile.from_file(target_path, str(local), ["sha256"])
     except FileNotFoundError as e:
         raise BadInputError(f"file not found: {local}") from e

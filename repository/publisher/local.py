@@ -3,13 +3,20 @@
 The publisher signs the role's next version with their own key. Before anything is signed, every
 target path must fall inside the role's delegation; before anything is written, the signed
 version passes the same check the server applies (`validate_delegated_update`: the delegator's
-keys and threshold, exactly the next version, not expired, paths inside the delegation). Then
-target files, the role, snapshot and timestamp are written in that order under the writer lock.
+keys and threshold, exactly the next version, not expired, paths inside the delegation) and
+stays inside the repository's limits (`repository.limits`). Then target files, the role,
+snapshot and timestamp are written in that order under the writer lock; a failure before the
+role is written removes the target files this publish stored.
+
+Every file is read once, into a private copy (`repository.publisher.inputs`): what is hashed,
+signed, stored or uploaded is that copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +27,14 @@ from tuf.api.metadata import Metadata, TargetFile, Targets
 from repository.delegations import validate_delegated_update
 from repository.errors import BadInputError, ThresholdError
 from repository.keys import find_signer
+from repository.limits import DEVICE_MAX_SECURITY_COUNTER, Limits
 from repository.manager import OtaRepository
 from repository.publisher.cli import cli
 from repository.publisher.firmware import FirmwareRelease, add_new_targets, describe_file
+from repository.publisher.inputs import private_copies
 from repository.signing import SigningRequest
 from repository.staging import next_version, stage
-from repository.targetfiles import store_target_file
+from repository.targetfiles import published_path, store_target_file
 
 
 def delegated_paths(repo: OtaRepository, role: str) -> Any:
@@ -68,7 +77,8 @@ def build_update(
     """The role's next version with `files` added, signed with the key at `uri`.
 
     Raises:
-        BadInputError: unknown role, or a target outside the delegation (checked before signing).
+        BadInputError: unknown role, a target outside the delegation, a path published already,
+            or an expiry beyond the repository's limits (all checked before signing).
         KeyError_: the key at `uri` is not one of the role's keys.
     """
     delegated = delegated_paths(repo, role)
@@ -82,6 +92,9 @@ def build_update(
     check_published_role(repo, role)
     infos = [describe_file(local, path, custom) for local, path, custom in files]
     md: Metadata[Targets] = next_version(repo, role)
+    Limits.from_config(repo.config.extra).check_expiry(
+        md.signed.expires, repo.now, f"{role} v{md.signed.version}"
+    )
     add_new_targets(md.signed, infos)
     md.sign(signer, append=True)
     return md, infos
@@ -107,17 +120,42 @@ def publish_local(
             validate_delegated_update(repo, role, md)
         except ThresholdError:
             staged = True  # every other check passed: only signatures are missing
-        for (local, path, custom), expected in zip(files, infos, strict=True):
-            stored = store_target_file(repo.paths.targets, local, path, custom)
-            if stored.hashes != expected.hashes or stored.length != expected.length:
-                raise BadInputError(f"{local} changed while it was being published")
-        if staged:
-            return md, stage(repo, {role: md})
-        repo.write(role, md)
+        with _removed_unless_kept(repo, infos) as keep:
+            for (local, path, custom), expected in zip(files, infos, strict=True):
+                stored = store_target_file(repo.paths.targets, local, path, custom)
+                if stored.hashes != expected.hashes or stored.length != expected.length:
+                    raise BadInputError(f"{local}: the file changed while it was read: try again")
+            if staged:
+                req = stage(repo, {role: md})
+                keep()
+                return md, req
+            repo.write(role, md)
+            keep()
         repo.publish_snapshot_and_timestamp()
         details["role"] = role
         details["targets_added"] = [tf.path for tf in infos]
     return md, None
+
+
+@contextlib.contextmanager
+def _removed_unless_kept(
+    repo: OtaRepository, infos: list[TargetFile]
+) -> Iterator[Callable[[], None]]:
+    """Remove the files of `infos` that are not in `targets/` yet unless the block calls the
+    `keep()` it is given: a publish that fails half-way leaves no orphan behind."""
+    new = [p for p in (published_path(repo.paths.targets, tf) for tf in infos) if not p.exists()]
+    kept = False
+
+    def keep() -> None:
+        nonlocal kept
+        kept = True
+
+    try:
+        yield keep
+    finally:
+        if not kept:
+            for path in new:
+                path.unlink(missing_ok=True)
 
 
 @cli.command("add")
@@ -125,6 +163,12 @@ def publish_local(
 @click.option("--hwid", required=True, help="Hardware model id, e.g. model-x.")
 @click.option("--version", "version", required=True, help="Firmware version, e.g. 1.4.2.")
 @click.option("--security-counter", type=int, default=0, show_default=True)
+@click.option(
+    "--max-security-counter",
+    type=click.IntRange(1, DEVICE_MAX_SECURITY_COUNTER),
+    help="With --server: the highest counter to sign (default 2147483647; raise it only as far "
+    "as the server's limits.max_security_counter).",
+)
 @click.option(
     "--delta-from",
     "deltas",
@@ -151,6 +195,7 @@ def add(
     hwid: str,
     version: str,
     security_counter: int,
+    max_security_counter: int | None,
     deltas: tuple[tuple[str, Path], ...],
     name: str,
     role: str,
@@ -166,33 +211,44 @@ def add(
     """Publish firmware FILE for hardware model --hwid in your delegated --role."""
     if (repo_dir is None) == (server_url is None):
         raise click.UsageError("give exactly one of --repo DIR or --server URL")
+    if repo_dir is not None and max_security_counter is not None:
+        raise click.UsageError(
+            "--max-security-counter is for --server: with --repo the repository's limits apply"
+        )
     release = FirmwareRelease(file, hwid, version, security_counter, list(deltas), name)
     files = release.files()
-    if repo_dir is not None:
-        md, req = publish_local(OtaRepository.load(repo_dir), role, uri, files)
-        if req is not None:
-            click.echo(
-                f"{role} needs more signatures: staged request {req.id}; the other holders run "
-                f"'ota-repo --repo {repo_dir} sign {req.id} --key URI', then "
-                f"'ota-repo --repo {repo_dir} publish {req.id}'"
-            )
-            return
-        where = str(repo_dir)
+    repo = OtaRepository.load(repo_dir) if repo_dir is not None else None
+    if repo is not None:
+        limits = Limits.from_config(repo.config.extra)
     else:
-        from repository.publisher.remote import publish_remote  # needs the server's client
+        limits = Limits(max_security_counter=max_security_counter or Limits().max_security_counter)
+    limits.check_security_counter(security_counter, "--security-counter")
+    with private_copies(files) as copies:  # from here on, only the copies are read
+        if repo is not None:
+            md, req = publish_local(repo, role, uri, copies)
+            if req is not None:
+                click.echo(
+                    f"{role} needs more signatures: staged request {req.id}; the other holders "
+                    f"run 'ota-repo --repo {repo_dir} sign {req.id} --key URI', then "
+                    f"'ota-repo --repo {repo_dir} publish {req.id}'"
+                )
+                return
+            where = str(repo_dir)
+        else:
+            from repository.publisher.remote import publish_remote  # needs the server's client
 
-        assert server_url is not None
-        md = publish_remote(
-            server_url,
-            role,
-            uri,
-            files,
-            trusted_root=trusted_root,
-            metadata_url=metadata_url,
-            token_file=token_file,
-            ca_bundle=ca_bundle,
-        )
-        where = server_url
+            assert server_url is not None
+            md = publish_remote(
+                server_url,
+                role,
+                uri,
+                copies,
+                trusted_root=trusted_root,
+                metadata_url=metadata_url,
+                token_file=token_file,
+                ca_bundle=ca_bundle,
+            )
+            where = server_url
     paths = [p for _, p, _ in files]
     if as_json:
         click.echo(json.dumps({"role": role, "version": md.signed.version, "targets": paths}))

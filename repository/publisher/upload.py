@@ -32,7 +32,12 @@ class UploadError(RepositoryError):
 
 
 class _MultipartBody:
-    """A file-like multipart body of known length that reads files only as it is sent."""
+    """A file-like multipart body of known length that reads files only as it is sent.
+
+    A file is sent with exactly the length it had when the body was built: if it changed since
+    (more or fewer bytes), reading fails with `UploadError` rather than send a body whose parts
+    no longer match its Content-Length (which the server would misread).
+    """
 
     def __init__(self, boundary: str, role: str, metadata: bytes, files: dict[str, Path]) -> None:
         b = boundary.encode()
@@ -54,9 +59,11 @@ class _MultipartBody:
         for target_path, source in sorted(files.items()):
             self._parts += [header("target", target_path), source, b"\r\n"]
         self._parts.append(b"--" + b + b"--\r\n")
-        self._length = sum(p.stat().st_size if isinstance(p, Path) else len(p) for p in self._parts)
+        self._sizes = {p: p.stat().st_size for p in self._parts if isinstance(p, Path)}
+        self._length = sum(self._sizes[p] if isinstance(p, Path) else len(p) for p in self._parts)
         self._index = 0
         self._current: BinaryIO | None = None
+        self._left = 0
         self._buffer = b""
 
     def __len__(self) -> int:
@@ -70,9 +77,13 @@ class _MultipartBody:
                 return part
             if self._current is None:
                 self._current = open(part, "rb")  # closed when exhausted, or by close()
-            chunk = self._current.read(size)
-            if chunk:
+                self._left = self._sizes[part]
+            chunk = self._current.read(min(size, self._left) if self._left else 1)
+            if chunk and self._left:
+                self._left -= len(chunk)
                 return chunk
+            if chunk or self._left:
+                raise UploadError(f"{part}: the file changed while it was read: try again")
             self._current.close()
             self._current = None
             self._index += 1
