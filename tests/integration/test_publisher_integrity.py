@@ -329,6 +329,22 @@ def test_local_publish_of_a_growing_file_is_refused_and_leaves_no_orphan(
     assert published(repo) == before  # no orphan in targets/, nothing in metadata/
 
 
+def test_a_local_publish_that_fails_after_storing_leaves_no_orphan(
+    local: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The role's metadata cannot be written (a folder sits where it goes): the image stored
+    a moment before is removed again."""
+    repo, keys_dir = local
+    (repo / "metadata" / f"2.{ROLE}.json").mkdir()
+    image = tmp_path / "fw.bin"
+    image.write_bytes(b"an image that is never published")
+    before = published(repo)
+    proc = ota_publish(keys_dir, image, "1.0.0", "--repo", str(repo))
+    assert_one_line_error(proc, "Is a directory")
+    assert published(repo) == before
+    assert not [p for p in (repo / "targets").rglob("*") if p.is_file()]
+
+
 # -- ota-publish --server ---------------------------------------------------------------------
 
 
