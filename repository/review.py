@@ -22,7 +22,7 @@ from tuf.api.metadata import Metadata, Root, Signed, Targets
 from repository import render
 from repository.changes import describe
 from repository.errors import BadInputError
-from repository.keyident import fingerprint
+from repository.keyident import canonical_keyid, check_key, fingerprint
 from repository.rules import all_overlaps
 from repository.signing import SigningRequest, content_digest
 
@@ -34,15 +34,14 @@ def _key_text(key_dict: Any) -> str:
     """A key as a holder compares it with the ceremony sheet: type, scheme, fingerprint; the
     whole dictionary too when it is not in canonical form."""
     try:
-        key = Key.from_dict("0" * 64, dict(key_dict))
+        keyid = canonical_keyid(key_dict)
+        key = Key.from_dict(keyid, dict(key_dict))
     except (ValueError, TypeError, KeyError, AttributeError):
         return f"malformed key {render.value(key_dict)}"
     shown = f"{render.plain(key.keytype)}/{render.plain(key.scheme)} {fingerprint(key)}"
-    public = key_dict.get("keyval", {}).get("public")
-    canonical = set(key_dict) == {"keytype", "scheme", "keyval"} and set(key_dict["keyval"]) == {
-        "public"
-    }
-    if not canonical or (key.keytype == "ed25519" and public != str(public).lower()):
+    try:
+        check_key(keyid, key)
+    except BadInputError:
         shown += f" NOT CANONICAL {render.value(key_dict)}"
     return shown
 

@@ -390,13 +390,11 @@ def _explain_unknown(repo: OtaRepository, incoming: SigningRequest, path: Path) 
         except (BadInputError, OSError):
             continue
         if [(c.role, c.md.signed.version) for c in local.changes] == versions:
-            changed = sorted(
-                {
-                    line.split(":")[0] + ": " + line.split(": ")[1]
-                    for c_in, c_local in zip(incoming.changes, local.changes, strict=True)
-                    for line in review.review_role(c_in.role, c_local.md.signed, c_in.md.signed)
-                }
-            )
+            changed = [
+                line
+                for c_in, c_local in zip(incoming.changes, local.changes, strict=True)
+                for line in review.review_role(c_in.role, c_local.md.signed, c_in.md.signed)
+            ]
             raise BadInputError(
                 f"{path} holds request {incoming.id}, which is not staged here: it changes the "
                 f"same versions as staged request {local.id} but its content differs "

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import TargetFile
@@ -38,6 +39,25 @@ def validate_target_path(path: str) -> str:
     return path
 
 
+def open_source(source: Path) -> tuple[BinaryIO, os.stat_result]:
+    """Open a file to publish: only a regular file, opened without blocking; anything else is
+    one clear line.
+
+    Raises:
+        BadInputError: missing, unreadable or not a regular file.
+    """
+    try:
+        return open_regular_file(source)
+    except FileNotFoundError as e:
+        raise BadInputError(f"file not found: {source}") from e
+    except NotRegularFileError as e:
+        raise BadInputError(f"not a regular file: {source} is {e.strerror}") from e
+    except PermissionError as e:
+        raise BadInputError(f"cannot read {source}: permission denied") from e
+    except OSError as e:
+        raise BadInputError(f"cannot read {source}: {e.strerror}") from e
+
+
 def store_target_file(
     targets_dir: Path, source: Path, target_path: str, custom: dict[str, Any] | None
 ) -> TargetFile:
@@ -51,14 +71,12 @@ def store_target_file(
     """
     validate_target_path(target_path)
     directory, _, name = target_path.rpartition("/")
+    src, _ = open_source(source)
     try:
-        src, _ = open_regular_file(source)
         with src:
             _, sha256, length = atomic_copy_hashed(src, targets_dir / directory, name)
     except FileNotFoundError as e:
         raise BadInputError(f"file not found: {source}") from e
-    except NotRegularFileError as e:
-        raise BadInputError(f"not a regular file: {source} is {e.strerror}") from e
     except PermissionError as e:
         raise BadInputError(f"cannot read {source}: permission denied") from e
     fields = {"custom": custom} if custom is not None else {}

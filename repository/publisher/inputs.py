@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from repository.errors import BadInputError
-from repository.fsutil import CHUNK, NotRegularFileError, open_regular_file
+from repository.fsutil import CHUNK
+from repository.targetfiles import open_source
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,7 @@ def copy_private(source: Path, folder: Path) -> Copied:
     Raises:
         BadInputError: missing, unreadable, not a regular file, or changed while it was read.
     """
-    try:
-        src, before = open_regular_file(source)
-    except FileNotFoundError as e:
-        raise BadInputError(f"file not found: {source}") from e
-    except NotRegularFileError as e:
-        raise BadInputError(f"not a regular file: {source} is {e.strerror}") from e
-    except PermissionError as e:
-        raise BadInputError(f"cannot read {source}: permission denied") from e
-    except OSError as e:
-        raise BadInputError(f"cannot read {source}: {e.strerror}") from e
+    src, before = open_source(source)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="copy-", suffix=f"-{source.name[-64:]}")
     digest = hashlib.sha256()
     length = 0

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import repository.publisher.inputs as inputs
+import repository.targetfiles as targetfiles
 from repository.errors import BadInputError
 from repository.fsutil import NotRegularFileError, open_regular_file
 from repository.limits import DEFAULT_MAX_SECURITY_COUNTER, Limits
@@ -135,7 +136,7 @@ def test_a_file_that_changes_while_it_is_copied_is_refused(
         f, st = real_open(path)
         return _Tampered(f, path, change), st
 
-    monkeypatch.setattr(inputs, "open_regular_file", tampering)
+    monkeypatch.setattr(targetfiles, "open_regular_file", tampering)  # under open_source
     monkeypatch.setattr(inputs, "CHUNK", 1000)
     with pytest.raises(BadInputError, match="the file changed while it was read: try again"):
         copy_private(source, folder)
