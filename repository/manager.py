@@ -43,7 +43,12 @@ from repository.errors import (
 from repository.fsutil import atomic_write, exclusive_lock
 from repository.keys import load_signer
 from repository.layout import RepoConfig, RepoPaths, load_config
-from repository.targetfiles import store_target_file, validate_target_path
+from repository.targetfiles import (
+    published_path,
+    store_target_file,
+    stored_digests,
+    validate_target_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -389,7 +394,10 @@ class OtaRepository(Repository):
             where = {p: self.role_for_target(role, p) for _, p, _ in files}
             for listed_by in set(where.values()):
                 self.signers_for(listed_by)  # fail on keys before copying any bytes
+            self._refuse_listed(where)
+            earlier = {p: stored_digests(self.paths.targets, p) for p in where}
             added = [store_target_file(self.paths.targets, src, p, c) for src, p, c in files]
+            self._refuse_changed_bytes(added, earlier)
             by_role: dict[str, list[TargetFile]] = {}
             for tf in added:
                 by_role.setdefault(where[tf.path], []).append(tf)
@@ -401,6 +409,35 @@ class OtaRepository(Repository):
             details["role"] = role
             details["targets_added"] = [tf.path for tf in added]
         return added
+
+    def _refuse_listed(self, where: dict[str, str]) -> None:
+        """A listed target is immutable: devices may hold its bytes under that name."""
+        for path, listed_by in where.items():
+            listed = self._current_signed(listed_by, Targets).targets.get(path)
+            if listed is not None:
+                raise BadInputError(
+                    f"{path} is published already: publish a new version under a new path"
+                )
+
+    def _refuse_changed_bytes(self, added: list[TargetFile], earlier: dict[str, set[str]]) -> None:
+        """A path removed earlier may come back only with the bytes it had.
+
+        Raises:
+            BadInputError: other bytes were published under this path; the copies just stored
+                are removed again, nothing is published.
+        """
+        changed = [
+            tf for tf in added if earlier[tf.path] and tf.hashes["sha256"] not in earlier[tf.path]
+        ]
+        if not changed:
+            return
+        for tf in added:
+            if tf.hashes["sha256"] not in earlier[tf.path]:
+                published_path(self.paths.targets, tf).unlink(missing_ok=True)
+        raise BadInputError(
+            f"{changed[0].path} was published before with other bytes: "
+            "publish a new version under a new path"
+        )
 
     def remove_targets(self, target_paths: Iterable[str], *, role: str = Targets.type) -> None:
         """Raises:

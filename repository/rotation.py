@@ -20,6 +20,7 @@ from repository.errors import BadInputError
 from repository.keyident import same_material
 from repository.keys import find_signer
 from repository.layout import TOP_LEVEL_ROLES, save_config
+from repository.limits import Limits
 from repository.manager import OtaRepository
 from repository.signing import SigningRequest
 from repository.staging import next_version, stage
@@ -128,8 +129,11 @@ def renew(repo: OtaRepository, role: str, *, days: int | None = None) -> Signing
         raise BadInputError(f"{role} is online: 'ota-repo refresh' renews it")
     repo.keys_for(role)  # raises for an unknown role
     if days is not None:
-        if days < 1:
-            raise BadInputError("--days must be at least 1")
+        ceiling = Limits.from_config(repo.config.extra).max_expiry_days
+        if not 1 <= days <= ceiling:
+            raise BadInputError(
+                f"--days must be from 1 to {ceiling} (limits.max_expiry_days), not {days}"
+            )
         repo.config.expiry_days[role] = days
         save_config(repo.paths, repo.config)
     return stage(repo, {role: next_version(repo, role)})

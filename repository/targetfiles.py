@@ -16,6 +16,7 @@ from repository.fsutil import NotRegularFileError, atomic_copy_hashed, open_regu
 # One segment: letters, digits and a few separators; never "." or ".." or empty.
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*\Z")
 MAX_PATH = 255
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def validate_target_path(path: str) -> str:
@@ -96,6 +97,26 @@ def verify_published_file(targets_dir: Path, target: TargetFile) -> None:
         raise BadInputError(f"{target.path}: its file is not in targets/") from e
     except LengthOrHashMismatchError as e:
         raise BadInputError(f"{target.path}: the file in targets/ does not match") from e
+
+
+def stored_digests(targets_dir: Path, target_path: str) -> set[str]:
+    """The sha256 of every image stored for `target_path` in `targets/`, listed now or before.
+
+    Consistent-snapshot copies are kept after a target is removed from its role, so they record
+    which bytes a path has meant: devices may hold any of them.
+    """
+    directory, _, name = target_path.rpartition("/")
+    folder = targets_dir / directory
+    suffix = f".{name}"
+    try:
+        entries = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    return {
+        entry[: -len(suffix)]
+        for entry in entries
+        if entry.endswith(suffix) and _DIGEST.fullmatch(entry[: -len(suffix)])
+    }
 
 
 def published_path(targets_dir: Path, target: TargetFile) -> Path:

@@ -53,10 +53,10 @@ def _pending(c: Ceremony) -> list[dict[str, object]]:
     return data["requests"]  # type: ignore[no-any-return]
 
 
-def _state(c: Ceremony) -> tuple[dict[str, str], str]:
+def _state(c: Ceremony) -> tuple[dict[str, str], str, bytes]:
     staged = sorted((c.repo_dir / ".ota" / "staging").glob("*.json"))
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in staged)).hexdigest()
-    return published(c.repo_dir), digest
+    return published(c.repo_dir), digest, (c.repo_dir / ".ota" / "config.json").read_bytes()
 
 
 def test_requests_show_have_need_and_missing_keys_until_published(c: Ceremony) -> None:
@@ -179,6 +179,8 @@ def test_tampered_staged_request_is_refused_at_publish(c: Ceremony) -> None:
         (["rotate", "no-such-role", "--add-key", "{dave_pub}"], "unknown role 'no-such-role'"),
         (["renew", "no-such-role"], "unknown role 'no-such-role'"),
         (["revoke", "no-such-role"], "unknown role 'no-such-role'"),
+        (["renew", "targets", "--days", "3651"], "limits.max_expiry_days"),
+        (["renew", "root", "--days", "9" * 30], "limits.max_expiry_days"),
         (["rotate", "root", "--threshold", "5"], "threshold 5 must be between 1 and its 3"),
         (["rotate", "root", "--threshold", "1"], "--allow-single-root-key"),
         (["rotate", "root", "--add-key", "{alice_pub}"], "already a key of that role"),
@@ -214,6 +216,8 @@ def test_tampered_staged_request_is_refused_at_publish(c: Ceremony) -> None:
         "rotate-unknown-role",
         "renew-unknown-role",
         "revoke-unknown-role",
+        "renew-past-the-expiry-limit",
+        "renew-overflowing-days",
         "threshold-above-keys",
         "single-root-key",
         "key-twice",
