@@ -72,6 +72,10 @@ class SecurityCounterError(PolicyError):
     """The firmware's security counter is below the device's."""
 
 
+class SlotTooSmallError(PolicyError):
+    """The firmware's signed length is more than the inactive slot can hold."""
+
+
 class StateError(UpdateError):
     """The device is in a state where the request makes no sense (e.g. a trial is pending)."""
 

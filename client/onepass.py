@@ -1,12 +1,14 @@
 """Download, verify and install in one pass over the bytes.
 
-python-tuf's `TargetFile.verify_length_and_hashes` reads a file object; `_StreamView` is that
-file object. Its `readinto` takes the next bytes from the network, writes them into the slot,
-and returns them *read back from the slot*, so the hash python-tuf computes covers the bytes as
-they are stored, in the same pass as the download (no second hashing pass, no temporary copy).
-The view's end is the verified length: if the server stops short, the view ends early and the
-hash cannot match; if it sends more, the transfer is cut off and refused. Bytes already in the
-slot from an interrupted download are read back from the slot first.
+python-tuf's `TargetFile.verify_length_and_hashes` reads a file object; `StreamView` is that
+file object, and it only ever reports what is really in the slot. python-tuf first asks for the
+length (seek to the end): the view then takes every byte the server sends, writes it into the
+slot, and answers with the number of bytes that actually arrived, so a signed length that is not
+the image's fails python-tuf's length check. If the server sends more than the signed length,
+the transfer is cut off and refused there. The hash python-tuf then computes reads the bytes
+*back from the slot*, so it covers them as they are stored, while they are still in the page
+cache (no temporary copy, no second download). Bytes already in the slot from an interrupted
+download are part of the view from the start.
 
 A small thread makes the written bytes durable (`fdatasync`) and checkpoints the resume record
 while the download goes on.
@@ -82,7 +84,8 @@ class Durability:
 
 
 class StreamView(io.RawIOBase):
-    """The slot's first `length` bytes as a file that fills itself from the network."""
+    """The bytes in the slot as a file that fills itself from the network, never longer than
+    the signed length (a byte more raises `TooLongError`), and as long as what arrived."""
 
     def __init__(
         self,
@@ -114,9 +117,23 @@ class StreamView(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        if whence == io.SEEK_END:
+            self.drain()
+            base = self.present  # the bytes that arrived, never the signed length
+        else:
+            base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos}[whence]
         self._pos = max(0, base + offset)
         return self._pos
+
+    def drain(self) -> None:
+        """Take the rest of the stream into the slot.
+
+        Raises:
+            TooLongError: the server sent more than the verified length.
+            exceptions.DownloadError, Interrupted: the transfer stopped.
+        """
+        while self.pull():
+            pass
 
     def tell(self) -> int:
         return self._pos
@@ -148,7 +165,7 @@ class StreamView(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        want = min(len(buffer), self._length - self._pos)
+        want = min(len(buffer), self._length - self._pos)  # bounded by pull to `present` too
         if want <= 0:
             return 0
         while self._pos >= self.present:
@@ -162,12 +179,13 @@ class StreamView(io.RawIOBase):
 
 
 def verify_while_streaming(view: StreamView, target: TargetFile) -> Exception | None:
-    """Run python-tuf's verification over `view` (which downloads as it is read), then make sure
-    the server has nothing more to send.
+    """Run python-tuf's verification over `view` (which downloads when python-tuf asks for its
+    length), then make sure the server has nothing more to send.
 
     Returns:
-        None if the slot holds exactly the verified image, else python-tuf's mismatch error
-        (`view.present < target.length` then means the transfer ended short).
+        None if the slot holds exactly the verified image (`view.present == target.length`),
+        else python-tuf's mismatch error (`view.present < target.length` then means the
+        transfer ended short of the signed length).
 
     Raises:
         TooLongError: the server sent more than the verified length.
@@ -180,6 +198,5 @@ def verify_while_streaming(view: StreamView, target: TargetFile) -> Exception | 
         mismatch: Exception | None = e
     else:
         mismatch = None
-    while view.pull():  # a byte past the verified length raises TooLongError
-        pass
+    view.drain()  # a byte past the verified length raises TooLongError
     return mismatch

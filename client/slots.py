@@ -2,7 +2,10 @@
 
 Only the first `length` bytes of a slot are the image (a partition is larger than the image);
 `SlotView` exposes exactly those bytes as a read-only file, so python-tuf's
-`TargetFile.verify_length_and_hashes` judges the image as installed.
+`TargetFile.verify_length_and_hashes` judges the image as installed. A file slot is trimmed to
+its image when written, so one of another size is refused before a byte of it is read (a slot
+stretched to a terabyte never holds the boot for hours); a block device must be at least as
+large as the image.
 """
 
 from __future__ import annotations
@@ -116,6 +119,31 @@ class Slot:
         except OSError as e:
             raise StorageError(f"cannot flush slot {self.name}: {e.strerror}") from e
 
+    def capacity(self) -> int:
+        """The largest image this slot can hold: a block device's size; for a file slot, its
+        current size plus the space free for it on its filesystem.
+
+        Raises:
+            StorageError: the slot or its folder cannot be inspected.
+        """
+        try:
+            if self.is_block_device():
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    return os.lseek(fd, 0, os.SEEK_END)
+                finally:
+                    os.close(fd)
+            try:
+                current = self.path.stat().st_size
+            except FileNotFoundError:
+                current = 0
+            fs = os.statvfs(self.path.parent)
+            return current + fs.f_bavail * fs.f_frsize
+        except OSError as e:
+            raise StorageError(
+                f"cannot inspect slot {self.name} ({self.path}): {e.strerror or e}"
+            ) from e
+
     def drop_cache(self) -> None:
         """Drop the slot's pages from the page cache so the next read comes from the medium."""
         try:
@@ -138,6 +166,12 @@ class Slot:
         except OSError as e:
             raise VerificationError(f"slot {self.name} cannot be read: {e.strerror}") from e
         try:
+            st = os.fstat(fd)
+            size = st.st_size if stat.S_ISREG(st.st_mode) else os.lseek(fd, 0, os.SEEK_END)
+            if size < target.length or (stat.S_ISREG(st.st_mode) and size != target.length):
+                raise VerificationError(
+                    f"slot {self.name} holds {size} bytes, not the {target.length} of {target.path}"
+                )
             with SlotView(fd, target.length) as view:
                 target.verify_length_and_hashes(view)  # type: ignore[arg-type]
         except exceptions.LengthOrHashMismatchError as e:

@@ -30,6 +30,7 @@ from client.errors import (
     LockedError,
     MetadataError,
     PolicyError,
+    SlotTooSmallError,
     StateError,
     StorageError,
     TamperedError,
@@ -109,17 +110,22 @@ def find_update(device: Device, tuf: TufClient) -> CheckResult:
         MetadataError: the listing disagrees with the verified lookup.
         NetworkError, StorageError: as for a metadata refresh.
     """
-    installed, counter, _ = _installed(device)
+    installed, counter, boot = _installed(device)
     state = device.store.load()
     hwid = device.config.hardware_id
     result = CheckResult(installed, None)
     acceptable: list[Firmware] = []
+    slot = device.slots[other_slot(boot.active)]
+    capacity: int | None = None
     for target in sorted(tuf.list_under(hardware_prefix(hwid)), key=lambda t: t.path):
         try:
             fw = Firmware.from_target(target)
             check_policy(
                 fw, hardware_id=hwid, installed=installed.version, security_counter=counter
             )
+            if capacity is None:
+                capacity = slot.capacity()
+            check_fits(fw, slot.name, capacity)
         except FirmwareFormatError as e:
             result.skipped.append((target.path, str(e)))
             continue
@@ -139,8 +145,22 @@ def find_update(device: Device, tuf: TufClient) -> CheckResult:
         raise MetadataError(f"the listing of {best.path} disagrees with the verified lookup")
     fw = Firmware.from_target(verified)
     check_policy(fw, hardware_id=hwid, installed=installed.version, security_counter=counter)
+    check_fits(fw, slot.name, slot.capacity())
     result.candidate = fw
     return result
+
+
+def check_fits(fw: Firmware, slot: str, capacity: int) -> None:
+    """Refuse firmware whose signed length is more than slot `slot` can hold, before a byte of
+    it is downloaded.
+
+    Raises:
+        SlotTooSmallError: it does not fit.
+    """
+    if fw.target.length > capacity:
+        raise SlotTooSmallError(
+            f"{fw.path} needs {fw.target.length} bytes; slot {slot} holds at most {capacity}"
+        )
 
 
 def check(device: Device) -> CheckResult:
@@ -195,9 +215,10 @@ def explicit_firmware(device: Device, tuf: TufClient, path: str) -> Firmware:
 
     Raises:
         TargetNotFoundError: the verified metadata does not list it.
-        FirmwareFormatError, PolicyError: it is malformed or not acceptable.
+        FirmwareFormatError, PolicyError: it is malformed or not acceptable (SlotTooSmallError:
+            longer than the inactive slot can hold).
     """
-    installed, counter, _ = _installed(device)
+    installed, counter, boot = _installed(device)
     fw = Firmware.from_target(tuf.get_target(path))
     check_policy(
         fw,
@@ -205,6 +226,8 @@ def explicit_firmware(device: Device, tuf: TufClient, path: str) -> Firmware:
         installed=installed.version,
         security_counter=counter,
     )
+    slot = device.slots[other_slot(boot.active)]
+    check_fits(fw, slot.name, slot.capacity())
     return fw
 
 
@@ -342,8 +365,12 @@ def _write_and_verify(
             raise wrap_tuf_error(
                 stopped, f"download of {target.path} failed (it will resume)"
             ) from stopped
+        if mismatch is None and view.present != target.length:  # never mark other bytes
+            mismatch = exceptions.LengthOrHashMismatchError(
+                f"received {view.present} bytes, the verified length is {target.length}"
+            )
         if mismatch is None:
-            slot.finish_write(fd, target.length)
+            slot.finish_write(fd, view.present)
     except OSError as e:
         raise StorageError(f"cannot write slot {name}: {e.strerror or e}") from e
     finally:

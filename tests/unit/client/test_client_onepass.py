@@ -111,3 +111,27 @@ def test_nothing_left_to_fetch(tmp_path: Path) -> None:
     slot.write_bytes(DATA)
     _view, mismatch = _run(slot, None, present=len(DATA))
     assert mismatch is None
+
+
+def test_signed_length_beyond_the_bytes_that_arrived_is_a_length_mismatch(
+    tmp_path: Path,
+) -> None:
+    """A target lists the hash of DATA but a longer length: python-tuf sees the length of the
+    bytes that arrived, not the signed length reported back to it."""
+    lying = TargetFile(len(DATA) + 4096, dict(TARGET.hashes), TARGET.path)
+    slot = tmp_path / "slot"
+    wfd = os.open(slot, os.O_WRONLY | os.O_CREAT, 0o600)
+    rfd = os.open(slot, os.O_RDONLY)
+    try:
+        view = StreamView(
+            lying, _chunks(DATA), wfd, rfd, present=0, on_written=lambda _: None, progress=None
+        )
+        mismatch = verify_while_streaming(view, lying)
+    finally:
+        os.close(wfd)
+        os.close(rfd)
+    assert isinstance(mismatch, LengthOrHashMismatchError)
+    assert f"Observed length {len(DATA)} does not match expected length {len(DATA) + 4096}" in str(
+        mismatch
+    )
+    assert view.present == len(DATA) and slot.stat().st_size == len(DATA)
