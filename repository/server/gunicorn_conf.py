@@ -14,6 +14,13 @@ Environment (all optional except the certificate):
     OTA_THREADS       threads per worker (default 16; each serves one connection at a time)
     OTA_PLAINTEXT=1   serve plain HTTP (only behind a TLS-terminating proxy on loopback)
     OTA_PIDFILE       write the master's PID here
+    OTA_MAX_CONNECTIONS  open connections per worker process (default 1000)
+
+Slow clients (handshake, header, body and send deadlines, connections per client address,
+upload threads): OTA_HANDSHAKE_TIMEOUT, OTA_HEADER_TIMEOUT, OTA_BODY_TIMEOUT,
+OTA_BODY_MIN_RATE, OTA_SEND_TIMEOUT, OTA_MAX_CONNS_PER_IP, OTA_UPLOAD_THREADS, read by the
+worker class `repository.server.worker.SlowClientWorker` (see its docstring and
+docs/operator.md, "Connection limits and timeouts"). They are checked here, at start.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import os
 import ssl
 import sys
 from typing import Any
+
+from repository.server.worker import limits_from_env
 
 
 def _fail(message: str) -> None:
@@ -40,9 +49,16 @@ def _int_env(name: str, default: int) -> int:
 
 bind = [os.environ.get("OTA_BIND", "127.0.0.1:8443")]
 http_protocols = "h1"  # device identity under mTLS is read from the HTTP/1.1 TLS socket
-worker_class = "gthread"  # keep-alive connections: one TLS handshake per device visit
+# gthread (keep-alive connections: one TLS handshake per device visit) whose event loop does
+# the TLS handshake and reads request heads within deadlines, so slow clients hold no thread
+worker_class = "repository.server.worker.SlowClientWorker"
 workers = _int_env("OTA_WORKERS", os.cpu_count() or 2)
 threads = _int_env("OTA_THREADS", 16)
+worker_connections = _int_env("OTA_MAX_CONNECTIONS", 1000)
+try:
+    limits_from_env(os.environ, threads=threads)
+except ValueError as _e:
+    _fail(str(_e))
 timeout = 60  # a worker stuck this long is restarted
 graceful_timeout = 30
 keepalive = 15
