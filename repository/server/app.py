@@ -18,12 +18,13 @@ from urllib.parse import quote, urlsplit
 
 from flask import Flask, Response, current_app, jsonify
 from flask import Request as FlaskRequest
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from repository.fsutil import make_private_dir
 from repository.layout import load_config
 from repository.limits import Limits
 from repository.server.auth import RegistryCache
+from repository.server.reportids import SeenReports, report_ids_path
 from repository.server.requestlog import RequestAudit, request_log_path
 from repository.server.respond import SECURITY_HEADERS, json_error
 from repository.server.settings import ServerSettings, load_settings
@@ -50,6 +51,7 @@ class ServerState:
     audit: RequestAudit
     upload_lock: threading.Lock
     upload_slots: threading.BoundedSemaphore
+    reports: SeenReports
 
 
 def state() -> ServerState:
@@ -85,6 +87,50 @@ def raw_path(environ: dict[str, Any]) -> str | None:
     return path if path.startswith("/") else None
 
 
+class MalformedBody(BadRequest):
+    """The request body could not be read: a bad chunk size or extension, or a cut-off body."""
+
+    description = "malformed request body"
+
+
+class GuardedInput:
+    """`wsgi.input` whose read errors (the WSGI server's own parse errors for a malformed
+    chunked body, a client that went away) become one 400, never a 500 with a traceback."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _guard(self, call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return call(*args)
+        except HTTPException:
+            raise
+        except Exception as e:  # noqa: BLE001 - the WSGI server's parse errors share no public base
+            logger.info("malformed request body: %s", type(e).__name__)
+            raise MalformedBody() from None
+
+    def read(self, size: int | None = -1) -> bytes:
+        data: bytes = self._guard(self._stream.read, -1 if size is None else size)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        data: bytes = self._guard(self._stream.readline, -1 if size is None else size)
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines: list[bytes] = self._guard(self._stream.readlines, hint)
+        return lines
+
+    def __iter__(self) -> GuardedInput:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
 class Dispatcher:
     """WSGI entry: static GETs take the lean path, the rest goes to Flask."""
 
@@ -118,12 +164,14 @@ class Dispatcher:
             except Exception:
                 logger.exception("unexpected error serving %s", raw[:200])
                 return json_error(start_response, 500, "internal error")
+        if "wsgi.input" in environ:
+            environ["wsgi.input"] = GuardedInput(environ["wsgi.input"])
         return self.flask_app(environ, start_response)
 
 
 def _error_response(e: HTTPException) -> tuple[Response, int]:
     code = e.code or 500
-    message = (e.name or "error").lower()
+    message = (e.description if isinstance(e, MalformedBody) else e.name or "error").lower()
     response = jsonify({"error": message})
     if code == 405 and e.get_headers():
         response.headers.extend([h for h in e.get_headers() if h[0] == "Allow"])
@@ -157,8 +205,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         settings.throttle_block,
     )
     static = StaticFiles(settings, registry, throttle, audit)
+    if settings.uploads and not settings.upload_tokens:
+        logger.warning("upload_tokens is false: anyone who reaches this server may send uploads")
 
     app = Flask(__name__, static_folder=None)
+    # never a redirect built from the request's Host header (`//` would get a 308 to it)
+    app.url_map.merge_slashes = False
     app.config.update(DEBUG=False, MAX_CONTENT_LENGTH=settings.max_upload_bytes)
     app.config.update(flask_config)
     app.request_class = StagingRequest
@@ -170,6 +222,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         audit,
         threading.Lock(),
         threading.BoundedSemaphore(UPLOADS_PER_WORKER),
+        SeenReports(report_ids_path(paths.private)),
     )
 
     from repository.server.views import health, reports, uploads

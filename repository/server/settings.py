@@ -1,6 +1,7 @@
 """Server settings: the repository's `server` config section, overridden by `create_app(config)`.
 
-Production defaults are the safe ones (device authentication on). `ota-repo serve` turns device
+Production defaults are the safe ones (device authentication and upload tokens on; turning
+upload tokens off is an explicit `"upload_tokens": false`). `ota-repo serve` turns device
 authentication off unless the repository's config turns it on.
 """
 
@@ -24,7 +25,7 @@ class ServerSettings:
 
     repo: Path
     device_auth: bool = True
-    upload_tokens: bool = False
+    upload_tokens: bool = True
     uploads: bool = True
     max_upload_bytes: int = 512 * MiB
     max_metadata_bytes: int = 5_000_000

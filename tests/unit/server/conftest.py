@@ -45,7 +45,7 @@ def delegated(tmp_path: Path) -> DelegatedRepo:
     metadata, files = publisher_update(
         repo, "model-x", {"firmware/model-x/fw-1.0.0.bin": FW_X1}, tmp=tmp_path / "pub"
     )
-    app = create_app({"repo": str(repo.root), "device_auth": False})
+    app = create_app({"repo": str(repo.root), "device_auth": False, "upload_tokens": False})
     answer = post_upload(app.test_client(), "model-x", metadata, files)
     assert answer.status_code == 201, answer.json
     return repo
@@ -59,7 +59,13 @@ def upload() -> Callable[..., Any]:
 @pytest.fixture
 def make_app(delegated: DelegatedRepo) -> Callable[..., Flask]:
     def make(**settings: Any) -> Flask:
-        config = {"repo": str(delegated.root), "registry_reload_interval": 0, **settings}
+        """An app on the delegated repository; uploads opted out of tokens unless asked."""
+        config = {
+            "repo": str(delegated.root),
+            "registry_reload_interval": 0,
+            "upload_tokens": False,
+            **settings,
+        }
         app = create_app(config)
         app.config["TESTING"] = True
         return app

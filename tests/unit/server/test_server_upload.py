@@ -178,7 +178,7 @@ def test_too_few_keys_for_a_threshold_of_two(tmp_path: Path, upload: Callable[..
     from repository.server import create_app
 
     repo = make_delegated_repo(tmp_path / "repo", ("model-x",), keys=3, threshold=2)
-    client = create_app({"repo": str(repo.root)}).test_client()
+    client = create_app({"repo": str(repo.root), "upload_tokens": False}).test_client()
     one = repo.signers["model-x"][:1]
     metadata, files = publisher_update(
         repo, "model-x", {FW2: FW2_BYTES}, signers=one, tmp=tmp_path / "a"
@@ -249,13 +249,19 @@ def test_malformed_upload_requests(
     assert published(delegated.root) == before
 
 
+@pytest.mark.parametrize("explicit", [True, False], ids=["explicit", "default"])
 def test_upload_tokens_when_the_config_requires_them(
     make_app: Callable[..., Flask],
     delegated: DelegatedRepo,
     tmp_path: Path,
     upload: Callable[..., Any],
+    explicit: bool,
 ) -> None:
-    client = make_app(upload_tokens=True).test_client()
+    if explicit:
+        client = make_app(upload_tokens=True).test_client()
+    else:  # the shipped default: no setting at all
+        app = create_app({"repo": str(delegated.root), "registry_reload_interval": 0})
+        client = app.test_client()
     token = add_uploader(RepoPaths(delegated.root), "ci-x", ["model-x"])
     metadata, files = publisher_update(delegated, "model-x", {FW2: FW2_BYTES}, tmp=tmp_path)
     before = published(delegated.root)
@@ -337,7 +343,7 @@ def test_hash_bins_are_never_uploaded(
         repo.publish_snapshot_and_timestamp()
     fake = DelegatedRepo(repo.paths.root, {"bins-0": [signer]})
     metadata, files = publisher_update(fake, "bins-0", {FW2: FW2_BYTES}, tmp=tmp_path / "p")
-    client = create_app({"repo": str(repo.paths.root)}).test_client()
+    client = create_app({"repo": str(repo.paths.root), "upload_tokens": False}).test_client()
     before = published(repo.paths.root)
     r = upload(client, "bins-0", metadata, files)
     assert r.status_code == 403 and "not a publisher's delegated role" in r.json["error"]
