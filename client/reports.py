@@ -4,6 +4,11 @@ A report is written to `reports/` in the data directory first (atomically), then
 `POST /api/v1/reports` and the device token. Only a 2xx answer removes it; anything else leaves
 it for the next flush, except an answer saying the report itself is malformed (it is dropped, so
 it cannot block the queue). Sending never raises into the update or boot that produced the report.
+
+Each report carries a `report_id` (32 lower-case hex characters) chosen when it is queued and
+stored with it, so every retry of that report (after a lost answer, after a restart) sends the
+same id and the server stores it once. A report queued by an older client without one gets its
+id written into the queue before it is first sent from here.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 from tuf.api import exceptions
 
+from client.errors import StorageError
 from client.fetcher import DeviceFetcher
 from client.storage import atomic_write, ensure_private_dir, fsync_dir
 
@@ -26,6 +33,29 @@ MAX_QUEUED = 1000
 # The report itself is wrong: sending it again cannot help, and it must not block the queue.
 # (401/403 are kept: credentials can be fixed; 408/429/5xx are temporary.)
 _PERMANENT = frozenset({400, 404, 405, 410, 413, 415, 422})
+
+
+def new_report_id() -> str:
+    """A fresh report id: 32 lower-case hex characters."""
+    return secrets.token_hex(16)
+
+
+def _with_id(path: Path, body: bytes) -> bytes:
+    """`body` as queued, with a `report_id` written into the queue first if it has none.
+
+    Raises:
+        StorageError: the queued report cannot be rewritten.
+    """
+    try:
+        report = json.loads(body)
+    except ValueError:
+        return body  # sent as it is: the server calls it malformed and it is dropped
+    if not isinstance(report, dict) or "report_id" in report:
+        return body
+    report["report_id"] = new_report_id()
+    body = json.dumps(report, sort_keys=True).encode()
+    atomic_write(path, body)  # the id is durable before the first send that carries it
+    return body
 
 
 class ReportQueue:
@@ -68,6 +98,7 @@ class ReportQueue:
             "result": result,
             "reason": reason[:512] if reason else reason,
             "event": event,
+            "report_id": new_report_id(),
         }
         path = self.folder / f"{time.time_ns():020d}-{os.getpid()}.json"
         atomic_write(path, json.dumps(body, sort_keys=True).encode())
@@ -83,9 +114,9 @@ class ReportQueue:
         changed = False
         for path in self.pending():
             try:
-                body = path.read_bytes()
+                body = _with_id(path, path.read_bytes())
                 status = fetcher.post_json(url, body, timeout=timeout)
-            except (OSError, exceptions.DownloadError) as e:
+            except (OSError, exceptions.DownloadError, StorageError) as e:
                 logger.info("report not sent (will retry): %s", e)
                 break
             if status in _PERMANENT:

@@ -51,6 +51,7 @@ def test_sent_in_order_until_one_is_not_accepted(tmp_path: Path) -> None:
         "result",
         "reason",
         "event",
+        "report_id",
     }
 
 
@@ -66,3 +67,39 @@ def test_no_url_sends_nothing(tmp_path: Path) -> None:
     queue = _queue(tmp_path, 1)
     assert queue.flush(FakeServer([]), None) == 0  # type: ignore[arg-type]
     assert len(queue.pending()) == 1
+
+
+def test_a_retried_report_sends_the_id_it_was_queued_with(tmp_path: Path) -> None:
+    """The answer to the first send is lost (a timeout after the server stored it), then the
+    device restarts: every retry of that report carries the same `report_id`, so the server
+    can store it once; another report has another id."""
+    import re
+
+    _queue(tmp_path, 2)
+    lost = FakeServer([503])  # stored, but the device never learns it
+    assert ReportQueue(tmp_path / "reports", "dev-1").flush(lost, "https://s/r") == 0  # type: ignore[arg-type]
+    again = FakeServer([201, 201])
+    restarted = ReportQueue(tmp_path / "reports", "dev-1")  # a new process
+    assert restarted.flush(again, "https://s/r") == 2  # type: ignore[arg-type]
+    first, second = again.bodies
+    assert first["report_id"] == lost.bodies[0]["report_id"]
+    assert first["report_id"] != second["report_id"]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", b["report_id"]) for b in again.bodies)
+
+
+def test_a_report_queued_without_an_id_keeps_the_one_it_is_first_sent_with(
+    tmp_path: Path,
+) -> None:
+    """A report an older client queued has no id: it gets one, stored in the queue before the
+    first send, and the retry sends the same one."""
+    folder = tmp_path / "reports"
+    folder.mkdir(mode=0o700)
+    old = {"device_id": "dev-1", "installed_version": "1.0", "result": "installed"}
+    (folder / "00000000000000000001-1.json").write_text(json.dumps(old))
+    queue = ReportQueue(folder, "dev-1")
+    first = FakeServer([503])
+    assert queue.flush(first, "https://s/r") == 0  # type: ignore[arg-type]
+    retry = FakeServer([201])
+    assert queue.flush(retry, "https://s/r") == 1  # type: ignore[arg-type]
+    assert first.bodies[0]["report_id"] == retry.bodies[0]["report_id"]
+    assert {k: v for k, v in retry.bodies[0].items() if k != "report_id"} == old
