@@ -30,7 +30,7 @@ import ssl
 import sys
 from typing import Any
 
-from repository.server.worker import limits_from_env
+from repository.server.slowclients import limits_from_env
 
 
 def _fail(message: str) -> None:

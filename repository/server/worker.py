@@ -12,13 +12,14 @@ to be answered:
   keep progressing: every OTA_BODY_TIMEOUT seconds at least OTA_BODY_MIN_RATE bytes a second
   arrive or the request is cut (408) and logged; so uploads can never hold the threads that
   answer devices, and a slow body holds its thread for a bounded time only;
-- each client address may hold a bounded number of connections per worker process;
+- each client address may hold a bounded number of connections per worker process (not a
+  proxy in gunicorn's `forwarded_allow_ips`, by default the loopback: nginx on the same host);
 - a closing connection lingers on the event loop, not in a blocking drain.
 
-Dropped connections are logged one line each, at most `_LOG_BURST` lines per `_LOG_WINDOW`
-seconds per worker; the rest are counted in one summary line.
+Dropped connections are logged one line each, rate-limited (`slowclients.DropLog`).
 
-Environment (validated when the configuration loads; see docs/operator.md):
+Environment (`slowclients.limits_from_env`, checked when the configuration loads; see
+docs/operator.md):
     OTA_HANDSHAKE_TIMEOUT  seconds for a new connection to finish its TLS handshake (default 5)
     OTA_HEADER_TIMEOUT     seconds for a request head (and a small body) to arrive, counted from
                            its first byte on a kept-alive connection (default 10)
@@ -34,17 +35,15 @@ Environment (validated when the configuration loads; see docs/operator.md):
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import resource
 import selectors
 import socket
 import ssl
-import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
 from concurrent import futures
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -54,112 +53,17 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from werkzeug.exceptions import RequestTimeout
 
-BUFFERED_BODY_MAX = 64 * 1024  # a body up to this size is read by the event loop
+from repository.server.slowclients import BUFFERED_BODY_MAX, DropLog, body_kind, limits_from_env
+
 _LINGER = 2.0  # seconds a closing connection may take to read the peer's last bytes
-_LOG_WINDOW = 10.0
-_LOG_BURST = 20
 _RECV = 65536
 
 _HANDSHAKE, _HEAD, _BODY, _LINGERING = "handshake", "head", "body", "linger"
 
 
-@dataclass(frozen=True)
-class Limits:
-    handshake_timeout: float = 5.0
-    header_timeout: float = 10.0
-    body_timeout: float = 10.0
-    body_min_rate: int = 1024
-    send_timeout: float = 30.0
-    max_conns_per_ip: int = 64
-    upload_threads: int = 4
-
-
-_SECONDS = {
-    "OTA_HANDSHAKE_TIMEOUT": "handshake_timeout",
-    "OTA_HEADER_TIMEOUT": "header_timeout",
-    "OTA_BODY_TIMEOUT": "body_timeout",
-    "OTA_SEND_TIMEOUT": "send_timeout",
-}
-_COUNTS = {
-    "OTA_BODY_MIN_RATE": ("body_min_rate", 0),
-    "OTA_MAX_CONNS_PER_IP": ("max_conns_per_ip", 0),
-    "OTA_UPLOAD_THREADS": ("upload_threads", 1),
-}
-
-
-def limits_from_env(environ: Mapping[str, str], *, threads: int) -> Limits:
-    """The limits named by OTA_* variables in `environ`, defaults for the others.
-
-    Raises:
-        ValueError: a value is not a number in range (the message names the variable).
-    """
-    values: dict[str, Any] = {
-        "upload_threads": max(1, threads // 4),
-        "max_conns_per_ip": 0 if environ.get("OTA_PLAINTEXT") == "1" else 64,
-    }
-    for name, field in _SECONDS.items():
-        raw = environ.get(name, "")
-        if raw:
-            try:
-                seconds = float(raw)
-            except ValueError:
-                seconds = -1.0
-            if not 0.1 <= seconds <= 3600:
-                raise ValueError(f"{name} must be seconds between 0.1 and 3600, not {raw!r}")
-            values[field] = seconds
-    for name, (field, low) in _COUNTS.items():
-        raw = environ.get(name, "")
-        if raw:
-            if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= 1_000_000:
-                raise ValueError(f"{name} must be an integer from {low} to 1000000, not {raw!r}")
-            values[field] = int(raw)
-    return Limits(**values)
-
-
 class SlowBody(RequestTimeout):
     """A request body stopped progressing: the request is answered 408 and its connection
     closed."""
-
-
-class DropLog:
-    """One log line per dropped connection, at most `burst` lines of each kind per `window`
-    seconds; the others are counted in one summary line per kind."""
-
-    def __init__(self, log: Any, *, burst: int = _LOG_BURST, window: float = _LOG_WINDOW) -> None:
-        self._log, self._burst, self._window = log, burst, window
-        self._lock = threading.Lock()
-        self._start = time.monotonic()
-        self._lines: Counter[str] = Counter()
-        self._suppressed: Counter[str] = Counter()
-
-    def _roll(self, now: float) -> None:
-        if now - self._start < self._window:
-            return
-        for kind, count in sorted(self._suppressed.items()):
-            self._log.warning(
-                "dropped %d more connections (%s) in the last %.0f s, not logged one by one",
-                count,
-                kind,
-                now - self._start,
-            )
-        self._start = now
-        self._lines.clear()
-        self._suppressed.clear()
-
-    def flush(self) -> None:
-        """Write the summary lines of a finished window (called by the event loop)."""
-        with self._lock:
-            self._roll(time.monotonic())
-
-    def drop(self, peer: str, kind: str, detail: str = "") -> None:
-        """Log that the connection from `peer` was dropped for `kind` (a short fixed phrase)."""
-        with self._lock:
-            self._roll(time.monotonic())
-            if self._lines[kind] >= self._burst:
-                self._suppressed[kind] += 1
-                return
-            self._lines[kind] += 1
-        self._log.warning("dropped connection from %s: %s%s", peer, kind, detail)
 
 
 class _ProgressUnreader(SocketUnreader):  # type: ignore[misc]
@@ -246,27 +150,6 @@ def _hard_close(sock: Any) -> None:
         pass
 
 
-def body_kind(head: bytes) -> int | None:
-    """The Content-Length of a request head that may be buffered (0: no body), or None when
-    its body is read by an upload thread (chunked, large, Expect, or headers gunicorn will
-    judge)."""
-    length: int | None = 0
-    seen = False
-    for line in head.split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        name = name.strip().lower()
-        if name in (b"transfer-encoding", b"expect"):
-            return None
-        if name == b"content-length":
-            value = value.strip()
-            if seen or not value.isdigit() or len(value) > 12:
-                return None
-            seen, length = True, int(value)
-    return length
-
-
 class SlowClientWorker(ThreadWorker):  # type: ignore[misc]
     """gthread with deadlines on handshake, head and body, and a cap per client address."""
 
@@ -295,6 +178,23 @@ class SlowClientWorker(ThreadWorker):  # type: ignore[misc]
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled and time.monotonic() >= self._accept_paused_until)
 
+    def _trusted_proxy(self, peer: str) -> bool:
+        """A proxy in gunicorn's forwarded_allow_ips (default: the loopback) is not capped."""
+        allowed = self.cfg.forwarded_allow_ips
+        if "*" in allowed:
+            return True
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return peer == "local"
+        for entry in allowed:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+        return False
+
     def _context(self) -> ssl.SSLContext:
         """One TLS context per worker, built again when a certificate file changes."""
         stamp = tuple(
@@ -318,7 +218,7 @@ class SlowClientWorker(ThreadWorker):  # type: ignore[misc]
             return
         peer = client_addr[0] if isinstance(client_addr, tuple) else "local"
         cap = self.limits.max_conns_per_ip
-        if cap and self.per_ip[peer] >= cap:
+        if cap and self.per_ip[peer] >= cap and not self._trusted_proxy(peer):
             self.drops.drop(peer, "too many connections from this address", f" (cap {cap})")
             _hard_close(client_sock)
             return
