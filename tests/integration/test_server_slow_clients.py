@@ -9,6 +9,7 @@ address cannot hold more than its share of connections.
 
 from __future__ import annotations
 
+import os
 import resource
 import selectors
 import socket
@@ -181,3 +182,37 @@ def test_one_address_cannot_hold_more_than_its_cap(tmp_path: Path) -> None:
     assert r.status_code in (200, 503)
     refused = "dropped connection from 127.0.0.2: too many connections from this address"
     assert f"{refused} (cap {cap})" in log
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OTA_HANDSHAKE_TIMEOUT", "soon"), ("OTA_MAX_CONNS_PER_IP", "-5")],
+    ids=["handshake-word", "cap-negative"],
+)
+def test_bad_connection_limit_stops_the_start_with_one_line(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    from tests.helpers.certs import make_tls
+    from tests.helpers.gunicorn import BIN
+
+    tls = make_tls(tmp_path / "tls")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTA_")}
+    env.update(
+        OTA_REPO=str(tmp_path / "no-repo"),
+        OTA_BIND="127.0.0.1:0",
+        OTA_TLS_CERT=str(tls.server_cert),
+        OTA_TLS_KEY=str(tls.server_key),
+        **{name: value},
+    )
+    proc = subprocess.run(
+        [str(BIN / "gunicorn"), "-c", "python:repository.server.gunicorn_conf", "x:y"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert f"ota-server: {name} must be " in proc.stderr
+    assert f"not {value!r}" in proc.stderr
