@@ -32,13 +32,16 @@ the client key) are referenced by path, never written in the configuration itsel
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from client.errors import ConfigError
+from client.errors import ConfigError, StorageError
+from client.storage import read_limited
 
 SLOT_NAMES = ("A", "B")
 # Boot tries a new image gets before the fallback. Each try is a full reboot into an image that
@@ -46,6 +49,27 @@ SLOT_NAMES = ("A", "B")
 # only keep the device down longer before it returns to the committed slot.
 MAX_BOOT_TRIES = 10
 _ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}\Z")
+_DAY = 24 * 3600.0
+# Bytes read at most from files named by path (a larger one is refused, as is anything but a
+# regular file: a FIFO, /dev/zero, a directory).
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_TOKEN_BYTES = 4096
+MAX_CA_BUNDLE_BYTES = 4 * 1024 * 1024
+MAX_CERT_BYTES = 1024 * 1024
+# Every number in the configuration is finite and within these bounds (inclusive), or the client
+# refuses to start naming the key (docs/device-integrator.md lists them). Seconds unless named.
+RANGES: dict[str, tuple[float, float]] = {
+    "server.connect_timeout": (0.1, 600.0),
+    "server.read_timeout": (0.1, 3600.0),
+    "server.max_download_seconds": (1.0, 7 * _DAY),
+    "server.min_rate_bytes": (0, 1_000_000_000),  # bytes per second
+    "server.min_rate_grace_seconds": (0.0, _DAY),
+    "boot.max_tries": (1, MAX_BOOT_TRIES),  # tries
+    "boot.health_timeout": (0.1, _DAY),
+    "agent.interval": (0.1, 30 * _DAY),
+    "agent.jitter": (0.0, _DAY),
+    "agent.max_backoff": (0.1, 30 * _DAY),
+}
 
 
 @dataclass(frozen=True)
@@ -148,13 +172,32 @@ class _Reader:
             return None
         if not value.startswith("https://"):
             raise ConfigError(f"{self._name(key)} must be an https:// URL")
+        # Never echo the value: a URL with a password in it is the reason for the refusal.
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname
+            _ = parts.port
+        except ValueError as e:
+            raise ConfigError(f"{self._name(key)} is not a valid URL") from e
+        if "@" in parts.netloc:
+            raise ConfigError(
+                f"{self._name(key)} must not carry a user name or password (user@ or "
+                "user:secret@): the device authenticates with server.token_file or a client "
+                "certificate"
+            )
+        if not host or any(c.isspace() or not c.isprintable() for c in value):
+            raise ConfigError(f"{self._name(key)} is not a valid URL")
         return value
 
-    def number(self, key: str, default: float, *, minimum: float = 0.0) -> float:
-        value = float(self.raw(key, (int, float), default))
-        if value < minimum:
-            raise ConfigError(f"{self._name(key)} must be at least {minimum}")
-        return value
+    def number(self, key: str, default: float, bounds: tuple[float, float]) -> float:
+        """A finite number of seconds (or a rate) within `bounds` (see `RANGES`)."""
+        value = self.raw(key, (int, float), default)
+        minimum, maximum = bounds
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{self._name(key)} must be a finite number, not {value}")
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{self._name(key)} must be between {minimum:g} and {maximum:g}")
+        return float(value)
 
     def integer(
         self, key: str, default: int, *, minimum: int = 0, maximum: int | None = None
@@ -212,11 +255,17 @@ def parse_config(data: dict[str, Any], base: Path) -> ClientConfig:
         token_file=s.path("token_file", None),
         client_cert=s.path("client_cert", None),
         client_key=s.path("client_key", None),
-        connect_timeout=s.number("connect_timeout", 10.0, minimum=0.1),
-        read_timeout=s.number("read_timeout", 30.0, minimum=0.1),
-        max_download_seconds=s.number("max_download_seconds", 3600.0, minimum=1.0),
-        min_rate_bytes=s.integer("min_rate_bytes", 1024),
-        min_rate_grace_seconds=s.number("min_rate_grace_seconds", 30.0),
+        connect_timeout=s.number("connect_timeout", 10.0, RANGES["server.connect_timeout"]),
+        read_timeout=s.number("read_timeout", 30.0, RANGES["server.read_timeout"]),
+        max_download_seconds=s.number(
+            "max_download_seconds", 3600.0, RANGES["server.max_download_seconds"]
+        ),
+        min_rate_bytes=s.integer(
+            "min_rate_bytes", 1024, maximum=int(RANGES["server.min_rate_bytes"][1])
+        ),
+        min_rate_grace_seconds=s.number(
+            "min_rate_grace_seconds", 30.0, RANGES["server.min_rate_grace_seconds"]
+        ),
     )
     if (server.client_cert is None) != (server.client_key is None):
         raise ConfigError("server.client_cert and server.client_key go together")
@@ -234,7 +283,7 @@ def parse_config(data: dict[str, Any], base: Path) -> ClientConfig:
     boot = BootConfig(
         max_tries=b.integer("max_tries", 3, minimum=1, maximum=MAX_BOOT_TRIES),
         health_check=b.argv("health_check", ()),
-        health_timeout=b.number("health_timeout", 120.0, minimum=0.1),
+        health_timeout=b.number("health_timeout", 120.0, RANGES["boot.health_timeout"]),
         backend=backend,
         printenv=b.argv("printenv", ("fw_printenv",)),
         setenv=b.argv("setenv", ("fw_setenv",)),
@@ -243,9 +292,9 @@ def parse_config(data: dict[str, Any], base: Path) -> ClientConfig:
     a = top.sub("agent")
     a.refuse_unknown({f for f in AgentConfig.__dataclass_fields__})
     agent = AgentConfig(
-        interval=a.number("interval", 3600.0, minimum=0.1),
-        jitter=a.number("jitter", 600.0),
-        max_backoff=a.number("max_backoff", 6 * 3600.0, minimum=0.1),
+        interval=a.number("interval", 3600.0, RANGES["agent.interval"]),
+        jitter=a.number("jitter", 600.0, RANGES["agent.jitter"]),
+        max_backoff=a.number("max_backoff", 6 * 3600.0, RANGES["agent.max_backoff"]),
     )
     st = top.sub("storage")
     st.refuse_unknown({f for f in StorageConfig.__dataclass_fields__})
@@ -268,13 +317,16 @@ def load_config(path: Path) -> ClientConfig:
     """Read and validate the configuration file at `path`.
 
     Raises:
-        ConfigError: the file cannot be read, is not TOML, or has a bad setting.
+        ConfigError: the file cannot be read (or is not a regular file of at most
+            `MAX_CONFIG_BYTES`), is not TOML, or has a bad setting.
     """
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_limited(path, "configuration", MAX_CONFIG_BYTES).decode("utf-8"))
     except FileNotFoundError as e:
         raise ConfigError(f"configuration file not found: {path}") from e
-    except (OSError, UnicodeDecodeError) as e:
+    except StorageError as e:
+        raise ConfigError(str(e)) from e
+    except UnicodeDecodeError as e:
         raise ConfigError(f"cannot read configuration {path}: {e}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"configuration {path} is not valid TOML: {e}") from e

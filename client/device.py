@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.bootctl import BootControl, BootState, FileBootControl, UBootEnvBootControl
-from client.config import SLOT_NAMES, ClientConfig
+from client.config import (
+    MAX_CA_BUNDLE_BYTES,
+    MAX_CERT_BYTES,
+    MAX_TOKEN_BYTES,
+    SLOT_NAMES,
+    ClientConfig,
+)
 from client.errors import ConfigError, StorageError
 from client.eventlog import EventLog
 from client.fetcher import DeviceFetcher, FetchLimits
@@ -27,10 +33,12 @@ from client.state import DeviceState, SlotRecord, StateStore
 from client.storage import (
     check_private_file,
     check_private_tree,
+    check_regular_file,
     ensure_private_dir,
     exclusive_lock,
+    read_limited,
 )
-from client.tufclient import TufClient
+from client.tufclient import MAX_ROOT_BYTES, TufClient
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +137,8 @@ class Device:
 
     def fetcher(self) -> DeviceFetcher:
         """Raises:
-        ConfigError: the token file cannot be read.
+        ConfigError: the token file cannot be read, or a file TLS reads (CA bundle, client
+            certificate or key) is not a regular file of a bounded size.
         """
         if self._fetcher is None:
             self._fetcher = self._new_fetcher()
@@ -143,11 +152,22 @@ class Device:
         token = None
         if server.token_file is not None:
             try:
-                token = server.token_file.read_text(encoding="utf-8").strip()
-            except OSError as e:
+                raw = read_limited(server.token_file, "server.token_file", MAX_TOKEN_BYTES)
+                token = raw.decode("utf-8").strip()
+            except (OSError, StorageError, UnicodeDecodeError) as e:
                 raise ConfigError(f"cannot read token file {server.token_file}") from e
             if not token or any(c.isspace() for c in token):
                 raise ConfigError(f"token file {server.token_file} holds no single token")
+        for path, what, limit in (
+            (server.ca_bundle, "server.ca_bundle", MAX_CA_BUNDLE_BYTES),
+            (server.client_cert, "server.client_cert", MAX_CERT_BYTES),
+            (server.client_key, "server.client_key", MAX_CERT_BYTES),
+        ):
+            if path is not None:
+                try:
+                    check_regular_file(path, what, limit)  # TLS reads it: never a FIFO
+                except StorageError as e:
+                    raise ConfigError(str(e)) from e
         cert = None
         if server.client_cert is not None and server.client_key is not None:
             cert = (server.client_cert, server.client_key)
@@ -169,12 +189,13 @@ class Device:
         """A fresh ngclient session from the provisioned trusted root.
 
         Raises:
-            ConfigError: the trusted root file cannot be read.
+            ConfigError: the trusted root file cannot be read (or is not a regular file of at
+                most `MAX_ROOT_BYTES`).
             MetadataError: it does not load as root metadata.
         """
         try:
-            bootstrap = self.config.trusted_root.read_bytes()
-        except OSError as e:
+            bootstrap = read_limited(self.config.trusted_root, "trusted_root", MAX_ROOT_BYTES)
+        except (OSError, StorageError) as e:
             raise ConfigError(
                 f"cannot read the provisioned trusted root {self.config.trusted_root}"
             ) from e

@@ -1,8 +1,8 @@
 """Downloading a verified target to a file (tools and the conformance adapter).
 
 The device itself streams into a slot (`client.update`); both go through `client.onepass`, so
-python-tuf's `TargetFile.verify_length_and_hashes` judges the bytes as they are stored, in the
-same pass as the download.
+python-tuf's `TargetFile.verify_length_and_hashes` judges the bytes as they are stored, and
+its length check sees the bytes that actually arrived.
 """
 
 from __future__ import annotations

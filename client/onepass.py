@@ -1,4 +1,4 @@
-"""Download, verify and install in one pass over the bytes.
+"""Download, verify and install: the network is read once, straight into the slot.
 
 python-tuf's `TargetFile.verify_length_and_hashes` reads a file object; `StreamView` is that
 file object, and it only ever reports what is really in the slot. python-tuf first asks for the

@@ -23,9 +23,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from client.errors import ConfigError, StorageError, TamperedError
-from client.storage import atomic_write, check_private_file
+from client.storage import atomic_write, check_private_file, read_limited
 
 KEY_BYTES = 32
+MAX_KEY_FILE_BYTES = 4096  # read at most this much (a longer file is refused unread)
 MAGIC = b"OTASEAL1"
 CHUNK = 64 * 1024
 _ID = 16
@@ -119,11 +120,11 @@ def load_device_key(path: Path) -> DeviceKey:
     Raises:
         InsecureStorageError: the file is readable or writable by group or others.
         StorageError: the file does not exist or cannot be read.
-        ConfigError: it does not hold exactly 32 bytes.
+        ConfigError: it does not hold exactly 32 bytes, or is not a regular file.
     """
     check_private_file(path, "device key file")
     try:
-        key = path.read_bytes()
+        key = read_limited(path, "device key file", MAX_KEY_FILE_BYTES)
     except OSError as e:
         raise StorageError(f"cannot read device key file {path}: {e.strerror or e}") from e
     if len(key) != KEY_BYTES:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from client.errors import InsecureStorageError, LockedError, StorageError
+from client.errors import ConfigError, InsecureStorageError, LockedError, StorageError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -183,6 +183,78 @@ def check_private_tree(root: Path) -> None:
         raise StorageError(f"data directory {root} does not exist") from e
     except OSError as e:
         raise StorageError(f"cannot inspect {root}: {e.strerror or e}") from e
+
+
+def _open_regular(path: Path, what: str, limit: int) -> tuple[int, int]:
+    """Open `path` for reading if it is a regular file of at most `limit` bytes; returns the
+    descriptor and the size. A FIFO is opened without blocking (so it never hangs) and refused;
+    a device such as /dev/zero, a directory or a socket is refused before a byte is read.
+
+    Raises:
+        FileNotFoundError: it does not exist.
+        ConfigError: it is not a regular file, or larger than `limit`.
+        StorageError: it cannot be opened.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise StorageError(f"cannot read {what} {path}: {e.strerror or e}") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what} {path} is not a regular file")
+        if st.st_size > limit:
+            raise ConfigError(f"{what} {path} is larger than {limit} bytes")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+def read_limited(path: Path, what: str, limit: int) -> bytes:
+    """The bytes of the regular file `path`, at most `limit` of them (a file that grows past
+    the limit while read is refused too).
+
+    Raises:
+        FileNotFoundError: it does not exist.
+        ConfigError: it is not a regular file, or larger than `limit`.
+        StorageError: it cannot be read.
+    """
+    fd, _ = _open_regular(path, what, limit)
+    try:
+        chunks: list[bytes] = []
+        total = 0
+        while total <= limit:
+            chunk = os.read(fd, limit + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as e:
+        raise StorageError(f"cannot read {what} {path}: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise ConfigError(f"{what} {path} is larger than {limit} bytes")
+    return b"".join(chunks)
+
+
+def check_regular_file(path: Path, what: str, limit: int) -> None:
+    """Refuse a file another library will read (a CA bundle, a certificate) unless it is a
+    regular file of at most `limit` bytes, so that library never blocks on a FIFO or reads a
+    device without end.
+
+    Raises:
+        ConfigError: it is missing, not a regular file, or larger than `limit`.
+        StorageError: it cannot be opened.
+    """
+    try:
+        fd, _ = _open_regular(path, what, limit)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{what} {path} does not exist") from e
+    os.close(fd)
 
 
 def check_private_file(path: Path, what: str) -> None:

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 # A name no publisher uses: looking it up makes ngclient load (and verify) every delegated role
 # on the way to firmware/<hwid>/, which the listing then reads from ngclient's cache.
 LISTING_PROBE = ".ota-listing-probe"
+# The most the provisioned trusted root may be: ngclient's own limit for a root file.
+MAX_ROOT_BYTES = UpdaterConfig().root_max_length
 
 
 def wrap_tuf_error(e: Exception, doing: str) -> Exception:

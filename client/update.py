@@ -3,9 +3,10 @@
 Order of durable steps (a power cut between any two leaves the committed slot bootable):
 
 1. the inactive slot's record is cleared (it no longer counts as holding anything);
-2. the image is streamed into the inactive slot while python-tuf verifies the bytes read back
-   from it, in one pass (`client.onepass`; the resume record is checkpointed as it goes), then
-   trimmed and fsynced (with `verify_from_medium`, also re-read from the medium and verified);
+2. the image is streamed into the inactive slot, then python-tuf verifies the length of what
+   arrived and the bytes read back from it (`client.onepass`; the resume record is
+   checkpointed as it goes), then trimmed and fsynced (with `verify_from_medium`, also re-read
+   from the medium and verified);
 3. the slot's record is written (the verified target, version, security counter);
 4. the boot control marks the slot `trial` with N tries;
 5. the state notes the pending trial (so `boot` can tell when the bootloader gave up on it).

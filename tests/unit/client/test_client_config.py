@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,95 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         _load(tmp_path, "a = = 1")
+
+
+NUMBERS = {
+    "server": [
+        "connect_timeout",
+        "read_timeout",
+        "max_download_seconds",
+        "min_rate_bytes",
+        "min_rate_grace_seconds",
+    ],
+    "boot": ["max_tries", "health_timeout"],
+    "agent": ["interval", "jitter", "max_backoff"],
+}
+KEYS = [f"{table}.{key}" for table, keys in NUMBERS.items() for key in keys]
+
+
+def _with(table: str, line: str) -> str:
+    key = line.split(" ", 1)[0]
+    text = re.sub(rf"(?m)^{key} = .*\n", "", GOOD)
+    return text.replace(f"[{table}]\n", f"[{table}]\n{line}\n")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan", "1e300", "-1", "10000000000"])
+@pytest.mark.parametrize("name", KEYS)
+def test_every_number_is_finite_and_in_range(tmp_path: Path, name: str, value: str) -> None:
+    """`nan` passed every `value < minimum` check and `inf` every maximum: each number is
+    refused unless finite and within its stated range, naming the key."""
+    table, key = name.split(".")
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, _with(table, f"{key} = {value}"))
+    message = str(e.value)
+    assert message.startswith(f"{name} "), message
+    assert "\n" not in message and len(message) < 200, message
+
+
+@pytest.mark.parametrize("name", [k for k in KEYS if k != "boot.max_tries"])
+def test_range_ends_are_accepted(tmp_path: Path, name: str) -> None:
+    from client.config import RANGES
+
+    table, key = name.split(".")
+    for end in RANGES[name]:
+        value = int(end) if name == "server.min_rate_bytes" else float(end)
+        config = _load(tmp_path, _with(table, f"{key} = {value!r}"))
+        assert getattr(getattr(config, table), key) == value
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:s3cret@ota.example/metadata/",
+        "https://user@ota.example/metadata/",
+        "https://:s3cret@ota.example/metadata/",
+        "https://ota.example@evil.example/metadata/",
+    ],
+    ids=["user-password", "user", "password", "host-as-user"],
+)
+@pytest.mark.parametrize("key", ["metadata_url", "targets_url", "reports_url"])
+def test_urls_with_userinfo_are_refused_without_echoing_them(
+    tmp_path: Path, key: str, url: str
+) -> None:
+    text = re.sub(rf"(?m)^{key} = .*\n", "", GOOD)
+    text = text.replace("[server]\n", f'[server]\n{key} = "{url}"\n')
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, text)
+    assert str(e.value).startswith(f"server.{key} must not carry a user name or password")
+    assert "s3cret" not in str(e.value) and "evil" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["https:///metadata/", "https://ota.example:99999/", "https://ota .example/"]
+)
+def test_urls_without_a_valid_host_are_refused(tmp_path: Path, url: str) -> None:
+    text = GOOD.replace('metadata_url = "https://ota.example/metadata/"', f'metadata_url = "{url}"')
+    with pytest.raises(ConfigError, match=r"server\.metadata_url is not a valid URL"):
+        _load(tmp_path, text)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory", "too-large"])
+def test_configuration_must_be_a_bounded_regular_file(tmp_path: Path, kind: str) -> None:
+    import os
+
+    from client.config import MAX_CONFIG_BYTES
+
+    path = {"fifo": tmp_path / "fifo", "dev-zero": Path("/dev/zero"), "directory": tmp_path}.get(
+        kind, tmp_path / "large.toml"
+    )
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "too-large":
+        path.write_text(GOOD + "#" * MAX_CONFIG_BYTES)
+    with pytest.raises(ConfigError, match=f"configuration {path} is "):
+        load_config(path)

@@ -143,3 +143,33 @@ def test_checked_state_default_and_validation(data: Path) -> None:
     write_checked(data / "v.json", {"n": "x"})
     with pytest.raises(StorageError):
         read_checked(data / "v.json", {"n": 0}, _valid)
+
+
+def test_read_limited_reads_only_bounded_regular_files(tmp_path: Path) -> None:
+    """A FIFO is refused without blocking, /dev/zero and a directory before a byte is read, and
+    a file larger than the limit is refused."""
+    import os
+
+    from client.errors import ConfigError
+    from client.storage import check_regular_file, read_limited
+
+    good = tmp_path / "good"
+    good.write_bytes(b"x" * 100)
+    assert read_limited(good, "trusted_root", 100) == b"x" * 100
+    check_regular_file(good, "server.ca_bundle", 100)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, limit, why in [
+        (fifo, 100, "is not a regular file"),
+        (Path("/dev/zero"), 100, "is not a regular file"),
+        (tmp_path, 100, "is not a regular file"),
+        (good, 99, "is larger than 99 bytes"),
+    ]:
+        with pytest.raises(ConfigError, match=f"trusted_root {path} {why}"):
+            read_limited(path, "trusted_root", limit)
+        with pytest.raises(ConfigError, match=f"server.ca_bundle {path} {why}"):
+            check_regular_file(path, "server.ca_bundle", limit)
+    with pytest.raises(FileNotFoundError):
+        read_limited(tmp_path / "none", "trusted_root", 100)
+    with pytest.raises(ConfigError, match="does not exist"):
+        check_regular_file(tmp_path / "none", "server.ca_bundle", 100)
