@@ -3,8 +3,10 @@
 Every private key is named by a securesystemslib signer URI and loaded through
 `Signer.from_priv_key_uri`, so a key file, a PKCS#11 token and a cloud KMS key are one interface.
 securesystemslib has no scheme for passphrase-encrypted key files, so this module registers one:
-`encfile:PATH` (PKCS#8 PEM, encrypted with the passphrase). Passphrases and PINs come from the
-environment, a file named by the environment, or a terminal prompt; never from the command line.
+`encfile:PATH` (PKCS#8 PEM, encrypted with the passphrase through scrypt: `repository.pkcs8`).
+Passphrases and PINs come from the environment, a file named by the environment, or a terminal
+prompt; never from the command line. Every file is read through `repository.secretfiles`: a
+regular file of bounded size, and owner-only where it holds a secret.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from securesystemslib.signer import (
     SIGNER_FOR_URI_SCHEME,
     CryptoSigner,
@@ -30,6 +33,8 @@ from securesystemslib.signer import (
 from repository.errors import BadInputError, KeyError_
 from repository.fsutil import atomic_write
 from repository.keyident import canonical_keyid, material
+from repository.pkcs8 import encrypt_private_key
+from repository.secretfiles import KEY_FILE_LIMIT, SECRET_LIMIT, UnsafeFileError, read_limited
 
 ENCFILE_SCHEME = "encfile"
 KEY_TYPES = ("ed25519", "ecdsa")
@@ -37,6 +42,7 @@ KEY_TYPES = ("ed25519", "ecdsa")
 _SECRET_ENV = {
     "passphrase": ("OTA_KEY_PASSPHRASE", "OTA_KEY_PASSPHRASE_FILE"),
     "pin": ("OTA_HSM_PIN", "OTA_HSM_PIN_FILE"),
+    "new passphrase": ("OTA_NEW_KEY_PASSPHRASE", "OTA_NEW_KEY_PASSPHRASE_FILE"),
 }
 _secret_cache: dict[str, str] = {}
 
@@ -69,10 +75,26 @@ def _read_secret_files(kind: str, env_file: str) -> list[str]:
     values = []
     for name in os.environ[env_file].split(os.pathsep):
         try:
-            values.append(Path(name).read_text().rstrip("\r\n"))
+            data = read_limited(Path(name), what=f"{kind} file", limit=SECRET_LIMIT, private=True)
+            values.append(data.decode().rstrip("\r\n"))
+        except UnsafeFileError as e:
+            raise KeyError_(f"{e} (named by {env_file})") from e
+        except UnicodeDecodeError as e:
+            raise KeyError_(f"{kind} file {name} (named by {env_file}) is not UTF-8 text") from e
         except OSError as e:
             raise KeyError_(f"cannot read {kind} file named by {env_file}: {e.strerror}") from e
     return values
+
+
+def new_passphrase() -> str | None:
+    """The passphrase a re-encrypted key file gets, from OTA_NEW_KEY_PASSPHRASE(_FILE), or None
+    (keep the current one). Never prompted, never from the command line."""
+    env_value, env_file = _SECRET_ENV["new passphrase"]
+    if os.environ.get(env_value):
+        return os.environ[env_value]
+    if os.environ.get(env_file):
+        return _read_secret_files("new passphrase", env_file)[0]
+    return None
 
 
 def passphrase_candidates(handler: SecretsHandler) -> list[str]:
@@ -136,16 +158,7 @@ class EncryptedFileSigner(Signer):
             raise ValueError(f"not an {cls.SCHEME} URI: {priv_key_uri}")
         if secrets_handler is None:
             raise ValueError("an encrypted key file needs a passphrase")
-        data = Path(path).read_bytes()
-        private_key = None
-        for passphrase in passphrase_candidates(secrets_handler):
-            try:
-                private_key = serialization.load_pem_private_key(data, passphrase.encode())
-                break
-            except (ValueError, TypeError):
-                continue
-        if private_key is None:
-            raise KeyError_(f"wrong passphrase or not an encrypted key file: {path}")
+        private_key, _ = decrypt_key_file(Path(path), passphrase_candidates(secrets_handler))
         if not isinstance(public_key, SSlibKey):
             raise KeyError_(f"{path}: unsupported public key type")
         try:
@@ -161,6 +174,48 @@ class EncryptedFileSigner(Signer):
 
 
 SIGNER_FOR_URI_SCHEME[ENCFILE_SCHEME] = EncryptedFileSigner
+
+
+def decrypt_key_file(path: Path, passphrases: list[str]) -> tuple[PrivateKeyTypes, str]:
+    """The private key in an encrypted PEM file, opened with the first passphrase that fits
+    (returned with it).
+
+    Raises:
+        KeyError_: not a small owner-only regular file, or no passphrase decrypts it.
+        OSError: the file cannot be opened.
+    """
+    try:
+        data = read_limited(path, what="private key file", limit=KEY_FILE_LIMIT, private=True)
+    except UnsafeFileError as e:
+        raise KeyError_(str(e)) from e
+    for passphrase in passphrases:
+        try:
+            return serialization.load_pem_private_key(data, passphrase.encode()), passphrase
+        except (ValueError, TypeError):
+            continue
+    raise KeyError_(f"wrong passphrase or not an encrypted key file: {path}")
+
+
+def reencrypt_key_file(path: Path) -> None:
+    """Write the key in `path` again, encrypted with scrypt (`repository.pkcs8`), atomically and
+    owner-only: with the passphrase of `new_passphrase()` if one is set, else the same one.
+
+    Raises:
+        KeyError_: the file cannot be opened with the passphrases given, or the new one is empty.
+    """
+    candidates = passphrase_candidates(secrets_handler(f"encfile:{path}"))
+    try:
+        private_key, current = decrypt_key_file(path, candidates)
+    except FileNotFoundError as e:
+        raise KeyError_(f"key file not found: {path}") from e
+    except OSError as e:
+        raise KeyError_(f"cannot read key file {path}: {e.strerror}") from e
+    passphrase = new_passphrase()
+    if passphrase is None:
+        passphrase = current
+    if not passphrase:
+        raise KeyError_("refusing an empty passphrase: private keys are encrypted at rest")
+    atomic_write(path, encrypt_private_key(private_key, passphrase.encode()), mode=0o600)
 
 
 def load_signer(uri: str, public_key: Key) -> Signer:
@@ -198,7 +253,7 @@ def public_key_from_file(path: Path) -> SSlibKey:
         BadInputError: missing or malformed file.
     """
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_limited(path, what="public key file", limit=KEY_FILE_LIMIT))
         # Canonical form: the public value alone, ed25519 hex in lower case, so a re-encoded
         # copy of a key is that same key (and the same keyid), never a second vote.
         public = data["keyval"]["public"]
@@ -211,6 +266,8 @@ def public_key_from_file(path: Path) -> SSlibKey:
         }
         key = SSlibKey.from_dict(keyid_of(key_dict), dict(key_dict))
         material(key)
+    except UnsafeFileError:
+        raise
     except FileNotFoundError as e:
         raise BadInputError(f"public key file not found: {path}") from e
     except (OSError, ValueError, KeyError, TypeError, BadInputError) as e:
@@ -252,11 +309,7 @@ def generate_key(
         private_key = ed25519.Ed25519PrivateKey.generate()
     else:
         private_key = ec.generate_private_key(ec.SECP256R1())
-    pem = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(passphrase.encode()),
-    )
+    pem = encrypt_private_key(private_key, passphrase.encode())
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write(priv_path, pem, mode=0o600)
     key = SSlibKey.from_crypto(private_key.public_key())

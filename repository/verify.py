@@ -23,6 +23,7 @@ from tuf.ngclient import FetcherInterface, Updater
 from repository.errors import CorruptRepositoryError, VerificationError
 from repository.layout import RepoPaths
 from repository.manager import metadata_filename
+from repository.secretfiles import ROOT_LIMIT, UnsafeFileError, read_limited
 
 _BASE = "https://repository.invalid"
 _CHUNK = 1024 * 1024
@@ -122,7 +123,9 @@ def verify_repository(
     paths = RepoPaths(root.resolve())
     trusted_root = trusted_root or paths.metadata / "1.root.json"
     try:
-        bootstrap = trusted_root.read_bytes()
+        bootstrap = read_limited(trusted_root, what="trusted root", limit=ROOT_LIMIT)
+    except UnsafeFileError as e:
+        raise VerificationError(str(e)) from e
     except OSError as e:
         raise VerificationError(f"cannot read trusted root {trusted_root}: {e.strerror}") from e
     report = VerifyReport()

@@ -12,7 +12,9 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from repository.errors import RepositoryError
+from repository.layout import RepoPaths
 from repository.manager import OtaRepository
+from repository.secretfiles import check_private_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,6 +26,7 @@ class Context:
         self.lock_timeout = lock_timeout
 
     def open(self) -> OtaRepository:
+        check_private_dir(RepoPaths(self.repo_dir.resolve()).private)
         repo = OtaRepository.load(self.repo_dir)
         repo.lock_timeout = self.lock_timeout
         return repo

@@ -1,4 +1,5 @@
-"""`ota-repo key ...`: make key pairs, read keys off PKCS#11 tokens, list every key in use."""
+"""`ota-repo key ...`: make key pairs, re-encrypt key files, read keys off PKCS#11 tokens, list
+every key in use."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from repository.cli._base import Context, cli, emit, pass_ctx
 from repository.fsutil import make_private_dir
 from repository.keyident import fingerprint
 from repository.keyinfo import key_rows
-from repository.keys import KEY_TYPES, generate_key, write_public_key
+from repository.keys import KEY_TYPES, generate_key, reencrypt_key_file, write_public_key
 
 
 @cli.group("key")
@@ -50,6 +51,16 @@ def key_generate(name: str, key_type: str, out_dir: Path, as_json: bool) -> None
         f"keyid {key.keyid}\nfingerprint {fingerprint(key)} (reviews show keys by it)\n"
         f"public key {pub}\nsigner URI encfile:{priv.resolve()}",
     )
+
+
+@key_group.command("reencrypt")
+@click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+def key_reencrypt(key_file: Path) -> None:
+    """Encrypt KEY_FILE again with scrypt (files written before it used PBKDF2 at 2,048
+    iterations). It opens with the passphrase from OTA_KEY_PASSPHRASE_FILE (or a prompt) and
+    keeps it, or takes the one in OTA_NEW_KEY_PASSPHRASE_FILE. The key itself is unchanged."""
+    reencrypt_key_file(key_file)
+    click.echo(f"re-encrypted {key_file} (scrypt, AES-256-CBC); same key, same keyid")
 
 
 @key_group.command("import-hsm")

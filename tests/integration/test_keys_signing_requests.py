@@ -259,6 +259,7 @@ def test_wrong_passphrase_signs_nothing(c: Ceremony, tmp_path: Path) -> None:
     req_id = _stage_add_dave(c)
     wrong = tmp_path / "wrong-passphrase"
     wrong.write_text("not the passphrase\n")
+    wrong.chmod(0o600)  # ota-repo refuses a passphrase file others can read
     env = cli_env(OTA_KEY_PASSPHRASE_FILE=str(wrong))
     del env["OTA_KEY_PASSPHRASE"]
     before = _state(c)

@@ -92,6 +92,7 @@ def test_bad_input(setup: tuple[Path, Path], tmp_path: Path, args: list[str], me
         elif a == "--passphrase-file":
             secret = tmp_path / next(it)
             secret.write_text("not it\n")
+            secret.chmod(0o600)
             del env["OTA_KEY_PASSPHRASE"]
             env["OTA_KEY_PASSPHRASE_FILE"] = str(secret)
         else:

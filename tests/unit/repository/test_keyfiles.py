@@ -47,6 +47,7 @@ def test_passphrase_from_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("OTA_KEY_PASSPHRASE")
     secret = tmp_path / "pass"
     secret.write_text("from-a-file\n")
+    secret.chmod(0o600)
     monkeypatch.setenv("OTA_KEY_PASSPHRASE_FILE", str(secret))
     assert keys.read_secret("passphrase") == "from-a-file"
 
