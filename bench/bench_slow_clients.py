@@ -15,9 +15,11 @@ stops by itself.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,7 +72,33 @@ def measure(url: str, ca: Path, token: str, n: int, spacing: float) -> list[floa
     return out
 
 
+def attack(port: int, ca: Path, per_kind: int, seconds: float, head_file: Path) -> None:
+    """The attacker process: one JSON line when held, one more after stdin closes."""
+    tls_attack = SlowClients(
+        "127.0.0.1",
+        port,
+        ca,
+        kinds={"slow-headers": per_kind, "slow-body": per_kind},
+        body_head=head_file.read_bytes(),
+        max_seconds=seconds + 60,
+    )
+    raw_attack = SlowClients(
+        "127.0.0.1", port, ca, kinds={"pre-tls": per_kind, "idle": per_kind}, max_seconds=seconds
+    )
+    with tls_attack, raw_attack.after(tls_attack.wait_held):
+        held = tls_attack.held() + raw_attack.wait_held()
+        print(json.dumps({"held": held}), flush=True)
+        sys.stdin.read()  # until the benchmark closes it
+        held = tls_attack.held() + raw_attack.held()
+        closed = tls_attack.closed_by_server + raw_attack.closed_by_server
+    print(json.dumps({"held": held, "closed": closed}), flush=True)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--attack"]:
+        port, ca, per_kind, seconds, head_file = sys.argv[2:7]
+        attack(int(port), Path(ca), int(per_kind), float(seconds), Path(head_file))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-kind", type=int, default=200)
     parser.add_argument("--checks", type=int, default=80)
@@ -78,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 4 * args.per_kind + 512
+    wanted = 4 * args.per_kind + 512  # the attacker process inherits it
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
@@ -108,35 +136,40 @@ def main() -> None:
             assert port is not None
             measure(server.url, tls.ca_cert, token, 5, 0)  # warm up
             unloaded = measure(server.url, tls.ca_cert, token, args.checks, args.spacing)
-            seconds = args.checks * (args.spacing + 0.1) + 120
-            tls_attack = SlowClients(
-                "127.0.0.1",
-                port,
-                tls.ca_cert,
-                kinds={"slow-headers": args.per_kind, "slow-body": args.per_kind},
-                body_head=body_head,
-                max_seconds=seconds + 60,
+            head_file = folder / "body-head"
+            head_file.write_bytes(body_head)
+            seconds = args.checks * (args.spacing + TIMEOUT) + 120
+            attack_args = [str(port), str(tls.ca_cert), str(args.per_kind), str(seconds)]
+            attacker = subprocess.Popen(  # its own process: its loop does not slow our checks
+                [sys.executable, __file__, "--attack", *attack_args, str(head_file)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
             )
-            raw_attack = SlowClients(
-                "127.0.0.1",
-                port,
-                tls.ca_cert,
-                kinds={"pre-tls": args.per_kind, "idle": args.per_kind},
-                max_seconds=seconds,
-            )
-            with tls_attack, raw_attack.after(tls_attack.wait_held):
-                held_before = tls_attack.held() + raw_attack.wait_held()
+            try:
+                assert attacker.stdin is not None and attacker.stdout is not None
+                held_before = json.loads(attacker.stdout.readline() or "{}")
                 loaded = measure(server.url, tls.ca_cert, token, args.checks, args.spacing)
-                held_after = tls_attack.held() + raw_attack.held()
-                closed = tls_attack.closed_by_server + raw_attack.closed_by_server
+                attacker.stdin.close()  # stop
+                after = json.loads(attacker.stdout.readline() or "{}")
+                attacker.wait(timeout=60)
+            finally:
+                if attacker.poll() is None:
+                    attacker.kill()
+                    attacker.wait()
+            held_after, closed = after.get("held", {}), after.get("closed", {})
+            held_before = held_before.get("held", {})
             log = server.log_text()
 
     under = sum(1 for v in loaded if v < 1.0) / len(loaded)
     failed = sum(1 for v in loaded if v >= TIMEOUT)
     cpus = os.cpu_count()
     print(f"slow clients per kind: {args.per_kind}; checks: {args.checks} each; cpus: {cpus}")
-    print("held at start/end: " + ", ".join(f"{k} {held_before[k]}/{held_after[k]}" for k in KINDS))
-    print("closed by the server: " + ", ".join(f"{k} {closed[k]}" for k in KINDS))
+    print(
+        "held at start/end: "
+        + ", ".join(f"{k} {held_before.get(k, 0)}/{held_after.get(k, 0)}" for k in KINDS)
+    )
+    print("closed by the server: " + ", ".join(f"{k} {closed.get(k, 0)}" for k in KINDS))
     print(f"server log lines 'dropped connection': {log.count('dropped connection')}")
     for name, values in (("unloaded", unloaded), ("attacked", loaded)):
         ms_50, ms_95 = statistics.median(values) * 1000, p95(values) * 1000

@@ -57,6 +57,7 @@ from repository.server.slowclients import BUFFERED_BODY_MAX, DropLog, body_kind,
 
 _LINGER = 2.0  # seconds a closing connection may take to read the peer's last bytes
 _RECV = 65536
+_ACCEPT_BATCH = 64
 
 _HANDSHAKE, _HEAD, _BODY, _LINGERING = "handshake", "head", "body", "linger"
 
@@ -206,6 +207,14 @@ class SlowClientWorker(ThreadWorker):  # type: ignore[misc]
         return self._ssl
 
     def accept(self, listener: Any) -> None:
+        """Accept what waits in the backlog (up to `_ACCEPT_BATCH`), not one connection a
+        turn of the loop: under a flood, a device's connection is not left queued behind it."""
+        for _ in range(_ACCEPT_BATCH):
+            if self.nr_conns >= self.worker_connections or not self._accept_one(listener):
+                return
+
+    def _accept_one(self, listener: Any) -> bool:
+        """Accept one connection; False when there is none (or no file descriptor) now."""
         try:
             client_sock, client_addr = listener.accept()
         except OSError as e:
@@ -215,13 +224,13 @@ class SlowClientWorker(ThreadWorker):  # type: ignore[misc]
                 self.set_accept_enabled(False)
             elif e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
-            return
+            return False
         peer = client_addr[0] if isinstance(client_addr, tuple) else "local"
         cap = self.limits.max_conns_per_ip
         if cap and self.per_ip[peer] >= cap and not self._trusted_proxy(peer):
             self.drops.drop(peer, "too many connections from this address", f" (cap {cap})")
             _hard_close(client_sock)
-            return
+            return True
         self.nr_conns += 1
         self.per_ip[peer] += 1
         conn = _Conn(self, client_sock, client_addr, listener.getsockname())
@@ -238,6 +247,7 @@ class SlowClientWorker(ThreadWorker):  # type: ignore[misc]
                 self._wait(conn, _HEAD, self.limits.header_timeout)
         except (OSError, ssl.SSLError) as e:
             self._drop(conn, "could not start TLS", f" ({e})")
+        return True
 
     # -- the event loop's part of a connection ---------------------------------------------
 
