@@ -58,6 +58,7 @@ from repository.server.slowclients import BUFFERED_BODY_MAX, DropLog, body_kind,
 _LINGER = 2.0  # seconds a closing connection may take to read the peer's last bytes
 _RECV = 65536
 _ACCEPT_BATCH = 64
+_SCAN_EVERY = 0.25  # seconds between two looks for connections past their deadline
 
 _HANDSHAKE, _HEAD, _BODY, _LINGERING = "handshake", "head", "body", "linger"
 
@@ -162,6 +163,8 @@ class SlowClientWorker(ThreadWorker):  # type: ignore[misc]
         self.upload_pool: futures.ThreadPoolExecutor | None = None
         self.drops = DropLog(self.log)
         self._accept_paused_until = 0.0
+        self._next_scan = 0.0
+        self._ssl_checked = 0.0
         self._ssl: ssl.SSLContext | None = None
         self._ssl_stamp: tuple[float, ...] = ()
 
@@ -197,7 +200,12 @@ class SlowClientWorker(ThreadWorker):  # type: ignore[misc]
         return False
 
     def _context(self) -> ssl.SSLContext:
-        """One TLS context per worker, built again when a certificate file changes."""
+        """One TLS context per worker, built again when a certificate file changes (looked
+        at once a second)."""
+        now = time.monotonic()
+        if self._ssl is not None and now < self._ssl_checked + 1.0:
+            return self._ssl
+        self._ssl_checked = now
         stamp = tuple(
             os.stat(p).st_mtime if p and os.path.exists(p) else 0.0
             for p in (self.cfg.certfile, self.cfg.keyfile, self.cfg.ca_certs)
@@ -387,6 +395,9 @@ class SlowClientWorker(ThreadWorker):  # type: ignore[misc]
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
+        if now < self._next_scan:  # the loop turns often under load: scan a few times a second
+            return
+        self._next_scan = now + _SCAN_EVERY
         for conn in [c for c in self.waiting.values() if c.deadline <= now]:
             if conn.phase == _LINGERING:
                 self._unwait(conn)
