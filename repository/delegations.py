@@ -14,9 +14,10 @@ from typing import Any
 from securesystemslib.signer import Key
 from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Targets
 
+from repository import hashbins
 from repository.errors import BadInputError
 from repository.layout import TOP_LEVEL_ROLES
-from repository.manager import OtaRepository
+from repository.manager import ONLINE_BINS_REFUSED, OtaRepository
 from repository.rotation import check_threshold, resolve_keyid
 from repository.rules import check_role_name, validate_pattern
 from repository.rules import overlaps as rules_overlaps
@@ -39,9 +40,7 @@ def _editable(repo: OtaRepository) -> tuple[Metadata[Any], Targets]:
     targets = md.signed
     assert isinstance(targets, Targets)
     if targets.delegations is not None and targets.delegations.succinct_roles is not None:
-        raise BadInputError(
-            "targets delegates to hash bins: publishers' delegations cannot be added next to them"
-        )
+        raise BadInputError(ONLINE_BINS_REFUSED)
     return md, targets
 
 
@@ -53,9 +52,13 @@ def delegate(
     keys: Sequence[Key],
     threshold: int,
     terminating: bool = True,
+    bins: int | None = None,
 ) -> tuple[SigningRequest, list[str]]:
     """Stage targets' next version delegating `paths` to `name`, with `name`'s first (empty)
     version for its own keys to sign. Caller holds the lock.
+
+    With `bins`, `name` delegates all its paths to that many hash bins keyed with its own keys
+    and threshold (`repository.hashbins`), and every bin's empty first version is staged too.
 
     Returns:
         The request and overlap warnings.
@@ -80,6 +83,10 @@ def delegate(
     assert targets.delegations.roles is not None
     if name in targets.delegations.roles:
         raise BadInputError(f"{name} is delegated already (change its keys with 'ota-repo rotate')")
+    taken = [r for r in targets.delegations.roles if r.startswith(f"{name}-bins-")]
+    taken += [r for r in targets.delegations.roles if name.startswith(f"{r}-bins-")]
+    if taken:
+        raise BadInputError(f"bad role name {name}: it clashes with {taken[0]}'s hash bins")
     warnings = overlaps(targets, name, paths)
     targets.delegations.roles[name] = DelegatedRole(name, [], threshold, terminating, list(paths))
     for key in keys:
@@ -90,7 +97,12 @@ def delegate(
     role_md = next_version(repo, name)
     assert isinstance(role_md.signed, Targets)
     role_md.signed.targets.clear()
-    return stage(repo, {Targets.type: md, name: role_md}), warnings
+    new: dict[str, Metadata[Any]] = {Targets.type: md, name: role_md}
+    if bins is not None:
+        role_keys = {k.keyid: k for k in keys}
+        role_md.signed.delegations = hashbins.publisher_delegation(name, role_keys, threshold, bins)
+        new.update(hashbins.empty_bins(repo, role_md.signed.delegations))
+    return stage(repo, new), warnings
 
 
 def revoke(repo: OtaRepository, name: str) -> SigningRequest:
@@ -149,6 +161,22 @@ def change_keys(
         assert isinstance(role_md.signed, Targets)
         role_md.signed.targets.clear()
     new[name] = role_md
+    assert isinstance(role_md.signed, Targets)
+    if hashbins.bins_of(role_md.signed) is not None:
+        # its bins answer to the role's keys: re-keyed with it, every bin re-signed by them
+        assert role_md.signed.delegations is not None and roles[name].keyids
+        bins = role_md.signed.delegations.succinct_roles
+        assert bins is not None
+        role_keys = {k: targets.delegations.keys[k] for k in roles[name].keyids}
+        count = bins.number_of_bins
+        role_md.signed.delegations = hashbins.publisher_delegation(
+            name, role_keys, roles[name].threshold, count
+        )
+        for bin_name in bins.get_roles():
+            bin_md = next_version(repo, bin_name)
+            if clear_targets:
+                bin_md.signed.targets.clear()
+            new[bin_name] = bin_md
     return stage(repo, new)
 
 
@@ -170,9 +198,15 @@ def validate_delegated_update(repo: OtaRepository, role: str, md: Metadata[Any])
         raise BadInputError(f"metadata for {role} is not targets metadata")
     parent = repo.targets()
     if parent.delegations is None or parent.delegations.roles is None:
-        # hash bins are signed here with the online key, never uploaded by a publisher
-        raise BadInputError(f"{role} is a hash bin: the repository signs it itself")
-    delegated = parent.delegations.roles[role]
+        raise BadInputError(ONLINE_BINS_REFUSED)  # the refused layout: bins delegated by targets
+    publisher = repo.publisher_of_bin(role)  # a publisher's hash bin: its publisher's paths
+    delegated = parent.delegations.roles[publisher or role]
+    if publisher is not None:
+        bins = hashbins.bins_of(repo.targets(publisher))
+        assert bins is not None
+        astray = sorted(p for p in md.signed.targets if bins.get_role_for_target(p) != role)
+        if astray:
+            raise BadInputError(f"{role} may not list {', '.join(astray)} (another bin's path)")
     current = repo.targets(role).version if repo.has_role(role) else 0
     if md.signed.version != current + 1:
         raise BadInputError(
@@ -186,5 +220,7 @@ def validate_delegated_update(repo: OtaRepository, role: str, md: Metadata[Any])
     for path in md.signed.targets:
         validate_target_path(path)
     if md.signed.delegations is not None:
-        raise BadInputError(f"{role} may not delegate further")
+        published = repo.targets(role).delegations if repo.has_role(role) else None
+        if publisher is not None or published is None or md.signed.delegations != published:
+            raise BadInputError(f"{role} may not delegate further (nor change its hash bins)")
     repo.check_threshold(role, md)

@@ -55,6 +55,12 @@ logger = logging.getLogger(__name__)
 _ROOT_FILE = re.compile(r"^([1-9][0-9]*)\.root\.json\Z")
 LOCK_TIMEOUT = 120.0
 
+ONLINE_BINS_REFUSED = (
+    "targets delegates to hash bins signed by an online key, which would let the server approve "
+    "firmware: they are no longer signed; migrate with 'ota-repo hash-bins --off' (a targets "
+    "request), then give each publisher bins: 'ota-repo delegate NAME ... --bins N'"
+)
+
 
 def metadata_filename(role: str, version: int) -> str:
     """The consistent-snapshot file name a client asks for."""
@@ -225,7 +231,7 @@ class OtaRepository(Repository):
         if role in (Root.type, Targets.type, Snapshot.type, Timestamp.type):
             root = self._current_signed(Root.type, Root)
             return {k: root.keys[k] for k in root.roles[role].keyids}
-        parent = self._current_signed(Targets.type, Targets)
+        parent = self._current_signed(self.delegator_of(role), Targets)
         delegations = parent.delegations
         succinct = delegations.succinct_roles if delegations is not None else None
         if delegations is not None and succinct is not None and succinct.is_delegated_role(role):
@@ -244,15 +250,32 @@ class OtaRepository(Repository):
             return str(succinct.name_prefix)
         return None
 
-    def _published_bins(self) -> list[str]:
+    def publisher_of_bin(self, role: str) -> str | None:
+        """The publisher's role that delegates `role` as one of its hash bins, else None.
+
+        A bin is named `<publisher>-bins-<hex>` and delegated succinctly by that publisher's
+        published role (keyed with the publisher's own keys, never an online one).
+        """
+        if role in (Root.type, Targets.type, Snapshot.type, Timestamp.type):
+            return None
         delegations = self._current_signed(Targets.type, Targets).delegations
-        if delegations is None or delegations.succinct_roles is None:
-            return []
-        return [b for b in delegations.succinct_roles.get_roles() if self.has_role(b)]
+        for name in (delegations.roles or {}) if delegations is not None else {}:
+            if not role.startswith(f"{name}-bins-") or not self.has_role(name):
+                continue
+            inner = self._current_signed(name, Targets).delegations
+            bins = inner.succinct_roles if inner is not None else None
+            if bins is not None and bins.is_delegated_role(role):
+                return str(name)
+        return None
+
+    def delegator_of(self, role: str) -> str:
+        """The role whose metadata lists the keys of `role` (not root's top-level roles)."""
+        return self.publisher_of_bin(role) or Targets.type
 
     def role_for_target(self, role: str, path: str) -> str:
-        """Where `path` is listed when added to `role`: its hash bin if targets uses bins."""
-        if role != Targets.type:
+        """Where `path` is listed when added to `role`: its hash bin if `role` delegates to bins
+        (a publisher's role, or a legacy targets with bins)."""
+        if role in (Root.type, Snapshot.type, Timestamp.type) or not self.has_role(role):
             return role
         delegations = self._current_signed(Targets.type, Targets).delegations
         if delegations is not None and delegations.succinct_roles is not None:
@@ -261,9 +284,12 @@ class OtaRepository(Repository):
 
     def signers_for(self, role: str, keys: dict[str, Key] | None = None) -> list[Signer]:
         """Signers this machine holds for `role`: configured URIs plus any given at run time."""
+        if self.bin_prefix(role) is not None:
+            raise BadInputError(ONLINE_BINS_REFUSED)
         keys = self.keys_for(role) if keys is None else keys
         result = [s for s in self.extra_signers.get(role, []) if s.public_key.keyid in keys]
-        config_role = self.bin_prefix(role) or role  # all bins share one configured signer
+        # all bins share one configured signer: the legacy bins' or their publisher's
+        config_role = self.bin_prefix(role) or self.publisher_of_bin(role) or role
         for entry in self.config.signer_uris(config_role):
             keyid, uri = entry["keyid"], self.resolve_uri(entry["uri"])
             if keyid not in keys:
@@ -303,7 +329,7 @@ class OtaRepository(Repository):
             elif role in (Targets.type, Snapshot.type, Timestamp.type):
                 self._current_md(Root.type).verify_delegate(role, md)
             else:
-                self._current_md(Targets.type).verify_delegate(role, md)
+                self._current_md(self.delegator_of(role)).verify_delegate(role, md)
         except UnsignedMetadataError as e:
             raise ThresholdError(
                 f"{role} v{md.signed.version} is not signed by enough keys: {e}"
@@ -463,8 +489,10 @@ class OtaRepository(Repository):
             details["targets_removed"] = target_paths
 
     def refresh(self, *, margin_fraction: float = 0.5) -> list[str]:
-        """Re-sign snapshot and timestamp (and hash bins) when less than `margin_fraction` of
-        their validity is left. Idempotent: does nothing while all are fresh.
+        """Re-sign snapshot and timestamp when less than `margin_fraction` of their validity is
+        left. Idempotent: does nothing while all are fresh. Hash bins are never signed here:
+        their publishers sign them (targets' online-keyed bins are refused, see
+        `ONLINE_BINS_REFUSED`).
 
         Returns:
             The roles that were re-signed.
@@ -476,12 +504,7 @@ class OtaRepository(Repository):
                 left: timedelta = self._current_md(role).signed.expires - self.now
                 return left < timedelta(days=self.config.expiry_for(role)) * margin_fraction
 
-            # Hash bins are signed online too: nobody else renews a bin no target touched.
-            for name in [b for b in self._published_bins() if due(b)]:
-                with self.edit_targets(name):
-                    pass  # close() bumps version and expiry and re-signs
-                done.append(name)
-            if done or due(Snapshot.type):
+            if due(Snapshot.type):
                 self.do_snapshot(force=True)
                 done.append(Snapshot.type)
             if done or due(Timestamp.type):

@@ -176,9 +176,25 @@ def _expect_type(change: RoleChange) -> None:
         )
 
 
+def delegator_name(req: SigningRequest, role: str, context: dict[str, Metadata[Any]]) -> str:
+    """The role whose keys and threshold decide `role`: root for the top-level roles, a
+    publisher's role for its hash bins (as the request or the published state has it), else
+    targets."""
+    if role in (Targets.type, Snapshot.type, Timestamp.type):
+        return Root.type
+    candidates = [(c.role, c.md) for c in req.changes] + list(context.items())
+    for name, md in candidates:
+        if name in (Root.type, Targets.type, role) or not isinstance(md.signed, Targets):
+            continue
+        bins = md.signed.delegations.succinct_roles if md.signed.delegations else None
+        if bins is not None and bins.is_delegated_role(role):
+            return name
+    return Targets.type
+
+
 def _delegator(req: SigningRequest, role: str, context: dict[str, Metadata[Any]]) -> Root | Targets:
     """The metadata whose keys and threshold decide `role`'s signatures in this request."""
-    parent = Root.type if role in (Targets.type, Snapshot.type, Timestamp.type) else Targets.type
+    parent = delegator_name(req, role, context)
     own = req.change(parent)
     md = own.md if own is not None else context.get(parent)
     if md is None:
@@ -226,7 +242,7 @@ def threshold_states(
                 result_one = delegator.get_verification_result(
                     change.role, md.signed_bytes, md.signatures
                 )
-                by = "root" if isinstance(delegator, Root) else "targets"
+                by = delegator_name(req, change.role, context)
                 pairs = [(f"{change.role} as delegated by {by} v{delegator.version}", result_one)]
         except (ValueError, KeyError) as e:
             raise BadInputError(f"{change.role}: {e}") from e
@@ -349,7 +365,7 @@ def verify_thresholds(req: SigningRequest, context: dict[str, Metadata[Any]]) ->
                     context[Root.type].verify_delegate(Root.type, change.md)
                 change.md.verify_delegate(Root.type, change.md)
             else:
-                parent = Root.type if change.role == Targets.type else Targets.type
+                parent = delegator_name(req, change.role, context)
                 own = req.change(parent)
                 (own.md if own else context[parent]).verify_delegate(change.role, change.md)
     except UnsignedMetadataError as e:

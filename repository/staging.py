@@ -45,10 +45,19 @@ def is_unpublished(repo: OtaRepository) -> bool:
 
 
 def published_context(repo: OtaRepository) -> dict[str, Metadata[Any]]:
-    """The delegators a request is checked against: the published root and targets."""
+    """The delegators a request is checked against: the published root and targets, and each
+    publisher's role that delegates to hash bins."""
     if is_unpublished(repo):
         return {}
-    return {r: repo.current_metadata(r) for r in (Root.type, Targets.type)}
+    context = {r: repo.current_metadata(r) for r in (Root.type, Targets.type)}
+    d = context[Targets.type].signed.delegations
+    for name in (d.roles or {}) if d is not None else {}:
+        if repo.has_role(name):
+            md = repo.current_metadata(name)
+            inner = md.signed.delegations
+            if inner is not None and inner.succinct_roles is not None:
+                context[name] = md
+    return context
 
 
 def published_version(repo: OtaRepository, role: str) -> int:
@@ -426,6 +435,31 @@ def _first_snapshot_and_timestamp(repo: OtaRepository) -> None:
     repo.write(Timestamp.type, timestamp)
 
 
+def _bin_checks(
+    repo: OtaRepository, req: SigningRequest
+) -> list[tuple[Metadata[Any], str, Metadata[Any] | None]]:
+    """Every hash bin of a publisher's role the request changes (the role or a bin), under the
+    role's version after the request: bins signed by keys the role no longer lists stop here."""
+    owners = {c.role for c in req.changes if c.role not in (Root.type, Targets.type)}
+    owners |= {o for c in req.changes if (o := repo.publisher_of_bin(c.role)) is not None}
+    checks: list[tuple[Metadata[Any], str, Metadata[Any] | None]] = []
+    for owner in sorted(owners):
+        change = req.change(owner)
+        if change is None and not repo.has_role(owner):
+            continue
+        owner_md = change.md if change else repo.current_metadata(owner)
+        d = owner_md.signed.delegations if isinstance(owner_md.signed, Targets) else None
+        if d is None or d.succinct_roles is None:
+            continue
+        for name in d.succinct_roles.get_roles():
+            bin_change = req.change(name)
+            md = bin_change.md if bin_change else None
+            if md is None and repo.has_role(name):
+                md = repo.current_metadata(name)
+            checks.append((owner_md, name, md))
+    return checks
+
+
 def _check_result(repo: OtaRepository, req: SigningRequest, first: bool) -> None:
     """What the repository says after `req` must verify: targets under the new root, and every
     delegated role under the new targets. A half of a multi-role request (root signatures
@@ -452,6 +486,7 @@ def _check_result(repo: OtaRepository, req: SigningRequest, first: bool) -> None
                 else (repo.current_metadata(name) if repo.has_role(name) else None)
             )
             checks.append((targets_md, name, md))
+    checks.extend(_bin_checks(repo, req))
     for delegator, role, md in checks:
         if md is None:
             raise BadInputError(
@@ -476,7 +511,6 @@ def publish(
         ThresholdError: a threshold is not met; nothing is written.
         KeyError_: the online keys cannot sign here; nothing is written.
     """
-    from repository import hashbins  # publishing a hash-bin delegation creates the bins
     from repository.requestcheck import check_content
 
     with repo.writing("publish-request") as details:
@@ -502,18 +536,12 @@ def publish(
         for c in req.changes:
             old = repo.current_metadata(c.role).signed if c.base_version > 0 else None
             summary.extend(describe(c.role, old, c.md.signed))
-        new_targets = req.change(Targets.type)
-        new_md = new_targets.md if new_targets else None
-        bins = [] if first else hashbins.bins_to_create(repo, new_md)
-        resign = [] if first else hashbins.bins_to_resign(repo, new_md)
         for change in sorted(req.changes, key=lambda c: -_ORDER.get(c.role, 2)):
             if first:  # no snapshot yet to record versions in: snapshot v1 lists targets v1
                 name = metadata_filename(change.role, change.md.signed.version)
                 atomic_write(repo.paths.metadata / name, change.md.to_bytes())
             else:
                 repo.write(change.role, copy.deepcopy(change.md))
-        hashbins.create_bins(repo, bins)
-        hashbins.resign_bins(repo, resign)
         if first:
             _first_snapshot_and_timestamp(repo)
         else:

@@ -110,10 +110,15 @@ def _check_delegation(repo: OtaRepository, role: str, md: Metadata[Targets]) -> 
     except BadInputError:
         raise NotAuthorized(f"role {role!r} is not delegated by targets") from None
     delegations = repo.current_metadata(Targets.type).signed.delegations
-    if delegations is None or delegations.roles is None or role not in delegations.roles:
-        # a hash bin (succinct delegation): signed by the targets key holders, never uploaded
+    publisher = repo.publisher_of_bin(role)  # a publisher's hash bin: bound by its paths too
+    if (
+        delegations is None
+        or delegations.roles is None
+        or (publisher or role) not in delegations.roles
+    ):
+        # targets' own (online-keyed) hash bins are refused: never signed, never uploaded
         raise NotAuthorized(f"role {role!r} is not a publisher's delegated role")
-    delegated = delegations.roles[role]
+    delegated = delegations.roles[publisher or role]
     outside = sorted(p for p in md.signed.targets if not delegated.is_delegated_path(p))
     if outside:
         raise NotAuthorized(f"{role} is not trusted for {', '.join(outside)}")

@@ -13,7 +13,7 @@ from repository import audit
 from repository.cli._base import Context, cli, emit, fail, pass_ctx
 from repository.cli._options import expiry_days, production_keys
 from repository.create import init_dev, init_production
-from repository.hashbins import bit_length_for, enable_now
+from repository.hashbins import ONLINE_BINS_NEW
 from repository.layout import RepoPaths
 from repository.status import repository_status, status_json
 from repository.verify import verify_repository
@@ -63,7 +63,8 @@ DEV_WARNING = (
     "--hash-bins",
     "hash_bins",
     type=int,
-    help="With --dev: delegate every target path to N succinct hash bins (a power of two).",
+    hidden=True,
+    help="Refused: bins delegated by targets would be signed by an online key.",
 )
 @click.option(
     "--expiry",
@@ -92,9 +93,7 @@ def init(
     """Create a repository: root, targets, snapshot and timestamp version 1."""
     periods = expiry_days(expiry)
     if hash_bins is not None:
-        if not dev:
-            fail("--hash-bins at init needs --dev; otherwise run 'ota-repo hash-bins N' after init")
-        bit_length_for(hash_bins)  # refuse a bad count before anything is created
+        fail(ONLINE_BINS_NEW)  # before anything is created
     if dev:
         if root_keys or targets_keys or snapshot_key or timestamp_key or sign_with:
             fail("--dev generates its own keys: do not pass key options with it")
@@ -119,9 +118,6 @@ def init(
         )
     click.echo(f"created repository in {repo.paths.root}")
     click.echo(f"devices trust {repo.paths.metadata / '1.root.json'}")
-    if hash_bins is not None:
-        enable_now(ctx.repo_dir, hash_bins)
-        click.echo(f"targets delegates every path to {hash_bins} hash bins")
 
 
 @cli.command("add-target")

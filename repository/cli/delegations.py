@@ -4,6 +4,7 @@ revoke, hash bins."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -60,21 +61,16 @@ def rotate_cmd(
     """Add or remove keys of ROLE or change its threshold (a signing request).
 
     For root, targets, snapshot and timestamp this is a new root version (root needs both the
-    previous and the new root's threshold); for a delegated role, a new targets version; for
-    'bins' (hash bins), a new targets version naming the bins' new online key.
+    previous and the new root's threshold); for a delegated role, a new targets version (and,
+    if the role has hash bins, every bin re-signed by the role's new keys).
     """
     repo = ctx.open()
     keys = pub_keys(add)
     remove = tuple(public_key_from_file(Path(r)).keyid if Path(r).is_file() else r for r in remove)
     add_extra_signers(repo, sign_with, keys)
     if role == hashbins.BIN_PREFIX:
-        if len(keys) != 1 or not online_uri or remove or threshold is not None:
-            raise click.UsageError("rotate bins takes one --add-key and its --uri (nothing else)")
-
-        def make() -> SigningRequest:
-            return hashbins.rotate_key(repo, keys[0], online_uri)
-
-    elif role in TOP_LEVEL_ROLES:
+        raise click.ClickException(hashbins.ONLINE_BINS_NEW)
+    if role in TOP_LEVEL_ROLES:
         if clear_targets:
             raise click.UsageError("--clear-targets applies to delegated roles only")
 
@@ -92,7 +88,7 @@ def rotate_cmd(
     else:
         if online_uri:
             raise click.UsageError("--uri applies to snapshot and timestamp keys only")
-        extend_roles(repo, [role])
+        extend_roles(repo, [role, *_bins_of_role(repo, role)])
 
         def make() -> SigningRequest:
             return delegations.change_keys(
@@ -148,6 +144,12 @@ def renew_cmd(
     help="Stop a device's search at this role for matching paths, so no other delegation "
     "can supply an image for them.",
 )
+@click.option(
+    "--bins",
+    type=int,
+    help="Delegate all of ROLE's paths on to N hash bins (a power of two) signed by ROLE's own "
+    "keys: for very many targets, one publish re-signs one bin.",
+)
 @SIGN_WITH
 @EXPORT
 @PUBLISH
@@ -159,6 +161,7 @@ def delegate_cmd(
     key_files: tuple[Path, ...],
     threshold: int,
     terminating: bool,
+    bins: int | None,
     sign_with: tuple[str, ...],
     export_to: Path | None,
     publish_now: bool,
@@ -167,16 +170,24 @@ def delegate_cmd(
     first, empty version for the publisher's key to sign).
 
     A '*' matches within one path segment: 'firmware/model-x/*', not 'firmware/*'.
+    With --bins N the request also carries ROLE's N empty bins (`ROLE-bins-<hex>`), which the
+    publisher signs with the role.
     """
     repo = ctx.open()
     keys = [public_key_from_file(p) for p in key_files]
     add_extra_signers(repo, sign_with, keys)
-    extend_roles(repo, [role])
+    extend_roles(repo, [role, *(hashbins.bin_names(role, bins) if bins is not None else [])])
     warnings: list[str] = []
 
     def make() -> SigningRequest:
         req, found = delegations.delegate(
-            repo, role, paths=paths, keys=keys, threshold=threshold, terminating=terminating
+            repo,
+            role,
+            paths=paths,
+            keys=keys,
+            threshold=threshold,
+            terminating=terminating,
+            bins=bins,
         )
         warnings.extend(found)
         return req
@@ -200,29 +211,37 @@ def revoke_cmd(
 
 
 @cli.command("hash-bins")
-@click.argument("bins", type=int)
-@click.option("--key", "key_file", type=_PUB, help="Bins' online public key (default: snapshot's).")
-@click.option("--uri", help="Signer URI of --key on this server.")
+@click.argument("bins", type=int, required=False)
+@click.option(
+    "--off", is_flag=True, help="Stop targets delegating to its online-keyed bins (migration)."
+)
 @SIGN_WITH
 @EXPORT
 @PUBLISH
 @pass_ctx
 def hash_bins_cmd(
     ctx: Context,
-    bins: int,
-    key_file: Path | None,
-    uri: str | None,
+    bins: int | None,
+    off: bool,
     sign_with: tuple[str, ...],
     export_to: Path | None,
     publish_now: bool,
 ) -> None:
-    """Delegate every target path to BINS succinct hash bins signed by an online key (TAP 15)."""
+    """Bins delegated by targets are refused: their online key could approve firmware. Use
+    'ota-repo delegate ROLE ... --bins N'. --off stages targets without the bins a repository
+    made by an earlier release delegates to (a signing request on targets)."""
+    if not off:
+        raise click.ClickException(hashbins.ONLINE_BINS_NEW)
+    if bins is not None:
+        raise click.UsageError("--off takes no bin count")
     repo = ctx.open()
-    key = public_key_from_file(key_file) if key_file else None
     add_extra_signers(repo, sign_with, [])
-    finish(
-        repo,
-        lambda: hashbins.enable(repo, bins, key=key, uri=uri),
-        publish_now,
-        export_to=export_to,
-    )
+    finish(repo, lambda: hashbins.disable(repo), publish_now, export_to=export_to)
+
+
+def _bins_of_role(repo: Any, role: str) -> list[str]:
+    """The bins `role` delegates to (published), so a key change can sign them."""
+    if not repo.has_role(role):
+        return []
+    found = hashbins.bins_of(repo.targets(role))
+    return list(found.get_roles()) if found is not None else []

@@ -24,6 +24,7 @@ import click
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
+from repository import hashbins
 from repository.delegations import validate_delegated_update
 from repository.errors import BadInputError, ThresholdError
 from repository.keys import find_signer
@@ -71,6 +72,58 @@ def check_published_role(repo: OtaRepository, role: str) -> None:
         ) from e
 
 
+def build_updates(
+    repo: OtaRepository, role: str, uri: str, files: list[tuple[Path, str, dict[str, Any]]]
+) -> tuple[dict[str, Metadata[Targets]], list[TargetFile]]:
+    """The next version of every role that lists `files`: `role` itself, or, when `role`
+    delegates to hash bins, each bin a path falls in (usually one); each signed with `uri`.
+
+    Raises:
+        BadInputError, KeyError_: as `build_update`.
+    """
+    bins = hashbins.bins_of(repo.targets(role)) if repo.has_role(role) else None
+    if bins is None:
+        single, infos = build_update(repo, role, uri, files)
+        return {role: single}, infos
+    _check_inside(repo, role, [p for _, p, _ in files])
+    signer = find_signer(uri, repo.keys_for(role))
+    check_published_role(repo, role)
+    infos = [describe_file(local, path, custom) for local, path, custom in files]
+    updates: dict[str, Metadata[Targets]] = {}
+    limits = Limits.from_config(repo.config.extra)
+    for name, paths in sorted(hashbins.group_by_bin(repo, role, [i.path for i in infos]).items()):
+        _check_bin(repo, role, name)
+        md: Metadata[Targets] = next_version(repo, name)
+        limits.check_expiry(md.signed.expires, repo.now, f"{name} v{md.signed.version}")
+        add_new_targets(md.signed, [i for i in infos if i.path in paths])
+        md.sign(signer, append=True)
+        updates[name] = md
+    return updates, infos
+
+
+def _check_inside(repo: OtaRepository, role: str, paths: list[str]) -> None:
+    delegated = delegated_paths(repo, role)
+    outside = [p for p in paths if not delegated.is_delegated_path(p)]
+    if outside:
+        raise BadInputError(
+            f"{', '.join(outside)} is outside {role}'s delegation "
+            f"({', '.join(delegated.paths or [])}): refused before signing"
+        )
+
+
+def _check_bin(repo: OtaRepository, role: str, name: str) -> None:
+    """Refuse to build on a published bin that `role`'s bin keys did not sign."""
+    if not repo.has_role(name):
+        raise BadInputError(f"{role} delegates to {name}, which has no published metadata")
+    try:
+        repo.current_metadata(role).verify_delegate(name, repo.current_metadata(name))
+    except UnsignedMetadataError as e:
+        raise BadInputError(
+            f"published {name} is not signed by {role}'s keys (tampering): not building on it; "
+            f"the security team resets it with 'ota-repo rotate {role} --clear-targets'"
+        ) from e
+
+
 def build_update(
     repo: OtaRepository, role: str, uri: str, files: list[tuple[Path, str, dict[str, Any]]]
 ) -> tuple[Metadata[Targets], list[TargetFile]]:
@@ -81,13 +134,7 @@ def build_update(
             or an expiry beyond the repository's limits (all checked before signing).
         KeyError_: the key at `uri` is not one of the role's keys.
     """
-    delegated = delegated_paths(repo, role)
-    outside = [p for _, p, _ in files if not delegated.is_delegated_path(p)]
-    if outside:
-        raise BadInputError(
-            f"{', '.join(outside)} is outside {role}'s delegation "
-            f"({', '.join(delegated.paths or [])}): refused before signing"
-        )
+    _check_inside(repo, role, [p for _, p, _ in files])
     signer = find_signer(uri, repo.keys_for(role))
     check_published_role(repo, role)
     infos = [describe_file(local, path, custom) for local, path, custom in files]
@@ -114,26 +161,31 @@ def publish_local(
             written.
     """
     with repo.writing("publish") as details:
-        md, infos = build_update(repo, role, uri, files)
+        updates, infos = build_updates(repo, role, uri, files)
         staged = False
-        try:
-            validate_delegated_update(repo, role, md)
-        except ThresholdError:
-            staged = True  # every other check passed: only signatures are missing
+        for name, update in updates.items():
+            try:
+                validate_delegated_update(repo, name, update)
+            except ThresholdError:
+                staged = True  # every other check passed: only signatures are missing
         with _removed_unless_kept(repo, infos) as keep:
             for (local, path, custom), expected in zip(files, infos, strict=True):
                 stored = store_target_file(repo.paths.targets, local, path, custom)
                 if stored.hashes != expected.hashes or stored.length != expected.length:
                     raise BadInputError(f"{local}: the file changed while it was read: try again")
+            md = updates[max(updates)] if role not in updates else updates[role]
             if staged:
-                req = stage(repo, {role: md})
+                req = stage(repo, dict(updates))
                 keep()
                 return md, req
-            repo.write(role, md)
+            for name, update in sorted(updates.items()):
+                repo.write(name, update)
             keep()
         repo.publish_snapshot_and_timestamp()
         details["role"] = role
         details["targets_added"] = [tf.path for tf in infos]
+        if role not in updates:
+            details["bins"] = sorted(updates)
     return md, None
 
 

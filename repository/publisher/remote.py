@@ -55,15 +55,19 @@ def current_role(
     paths: list[str],
     bootstrap: bytes,
     fetcher: FetcherInterface,
+    verified_bins: dict[str, Metadata[Targets]] | None = None,
 ) -> tuple[Targets, Metadata[Targets] | None]:
     """The server's targets and current version of `role` (None: not yet), verified from
-    `bootstrap`; refuses `paths` outside the delegation before anything is signed.
+    `bootstrap`; refuses `paths` outside the delegation before anything is signed. When `role`
+    delegates to hash bins, the current version of each bin a path falls in goes into
+    `verified_bins`.
 
     Raises:
         RepositoryError: the server's metadata does not verify or cannot be read.
         BadInputError: `role` is not delegated, or a path is outside its delegation.
     """
     base = metadata_url.rstrip("/") + "/"
+    verified_bins = {} if verified_bins is None else verified_bins
     with tempfile.TemporaryDirectory(prefix="ota-publish-") as tmp:
         updater = Updater(tmp, base, None, None, fetcher=fetcher, bootstrap=bootstrap)
         try:
@@ -93,7 +97,18 @@ def current_role(
         cached = Path(tmp) / f"{quote(role, '')}.json"
         if not cached.exists():
             raise BadInputError(f"{paths[0]} does not resolve to {role} at {metadata_url}")
-        return targets.signed, Metadata[Targets].from_bytes(cached.read_bytes())
+        current = Metadata[Targets].from_bytes(cached.read_bytes())
+        bins = current.signed.delegations.succinct_roles if current.signed.delegations else None
+        if bins is not None:  # each path's bin, verified by ngclient's walk through `role`
+            try:
+                for path in paths:
+                    updater.get_targetinfo(path)
+            except (TufRepositoryError, DownloadHTTPError) as e:
+                raise RepositoryError(f"the server's metadata does not verify: {e}") from e
+            for name in sorted({bins.get_role_for_target(p) for p in paths}):
+                data = (Path(tmp) / f"{quote(name, '')}.json").read_bytes()
+                verified_bins[name] = Metadata[Targets].from_bytes(data)
+        return targets.signed, current
 
 
 def publish_remote(
@@ -127,26 +142,49 @@ def publish_remote(
         raise BadInputError(f"cannot read {e.filename}: {e.strerror}") from e
     fetcher = _Fetcher(token, ca_bundle)
     where = metadata_url or f"{server_url.rstrip('/')}/metadata/"
-    targets, current = current_role(where, role, [p for _, p, _ in files], bootstrap, fetcher)
+    bins: dict[str, Metadata[Targets]] = {}
+    paths = [p for _, p, _ in files]
+    targets, current = current_role(where, role, paths, bootstrap, fetcher, bins)
     assert targets.delegations is not None and targets.delegations.roles is not None
     delegated = targets.delegations.roles[role]
     keys = {k: targets.delegations.keys[k] for k in delegated.keyids}
     signer = find_signer(uri, keys)
-    md: Metadata[Targets] = current if current is not None else Metadata(Targets(version=0))
+    infos = {path: describe_file(local, path, custom) for local, path, custom in files}
+    if bins:
+        # one upload per touched bin (usually one); the image's bin last, so a device never
+        # sees an image before the deltas it names
+        succinct = (
+            current.signed.delegations.succinct_roles
+            if current and current.signed.delegations
+            else None
+        )
+        assert succinct is not None
+        image_bin = succinct.get_role_for_target(paths[0])
+        order = sorted(bins, key=lambda n: (n == image_bin, n))
+        uploads = [
+            (n, bins[n], [p for p in paths if succinct.get_role_for_target(p) == n]) for n in order
+        ]
+    else:
+        base = current if current is not None else Metadata(Targets(version=0))
+        uploads = [(role, base, paths)]
+    md = uploads[-1][1]
+    for name, md, listed in uploads:
+        _next_version(md)
+        add_new_targets(md.signed, [infos[p] for p in listed])
+        md.sign(signer, append=True)
+        upload_role(
+            server_url,
+            name,
+            md.to_bytes(),
+            {path: local for local, path, _ in files if path in listed},
+            token=token,
+            ca_bundle=ca_bundle,
+        )
+    return md
+
+
+def _next_version(md: Metadata[Targets]) -> None:
     md.signed.version += 1
     expiry = datetime.now(UTC) + timedelta(days=DEFAULT_EXPIRY_DAYS["targets"])
     md.signed.expires = expiry.replace(microsecond=0)
     md.signatures.clear()
-    add_new_targets(
-        md.signed, [describe_file(local, path, custom) for local, path, custom in files]
-    )
-    md.sign(signer, append=True)
-    upload_role(
-        server_url,
-        role,
-        md.to_bytes(),
-        {path: local for local, path, _ in files},
-        token=token,
-        ca_bundle=ca_bundle,
-    )
-    return md
