@@ -38,6 +38,7 @@ from repository import audit
 from repository.errors import (
     BadInputError,
     CorruptRepositoryError,
+    RepositoryError,
     ThresholdError,
 )
 from repository.fsutil import atomic_write, exclusive_lock
@@ -60,6 +61,17 @@ ONLINE_BINS_REFUSED = (
     "firmware: they are no longer signed; migrate with 'ota-repo hash-bins --off' (a targets "
     "request), then give each publisher bins: 'ota-repo delegate NAME ... --bins N'"
 )
+
+
+class VersionFileTaken(RepositoryError):
+    """A versioned metadata file exists already with other bytes."""
+
+
+def _read_if_exists(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def metadata_filename(role: str, version: int) -> str:
@@ -191,6 +203,9 @@ class OtaRepository(Repository):
     def finalize(self, role: str, md: Metadata[Any]) -> None:
         """Bump version, set expiry, sign and check the threshold; nothing is written."""
         md.signed.version += 1
+        if role not in (Root.type, Timestamp.type):  # skip versions a failed publish left
+            while (self.paths.metadata / metadata_filename(role, md.signed.version)).exists():
+                md.signed.version += 1
         md.signed.expires = (self.now + timedelta(days=self.config.expiry_for(role))).replace(
             microsecond=0
         )
@@ -337,9 +352,22 @@ class OtaRepository(Repository):
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def write(self, role: str, md: Metadata[Any]) -> None:
+    def write(self, role: str, md: Metadata[Any], *, data: bytes | None = None) -> None:
+        """Write `md` (or its exact signed bytes `data`) as its consistent-snapshot file.
+
+        Raises:
+            VersionFileTaken: the versioned file exists with other bytes (left by an
+                interrupted publish, maybe fetched and cached already): it is never rewritten.
+        """
         filename = metadata_filename(role, md.signed.version)
-        atomic_write(self.paths.metadata / filename, md.to_bytes())
+        data = md.to_bytes() if data is None else data
+        path = self.paths.metadata / filename
+        if role == Timestamp.type or _read_if_exists(path) != data:
+            if role != Timestamp.type and path.exists():
+                raise VersionFileTaken(
+                    f"metadata/{filename} exists with other bytes and is never rewritten"
+                )
+            atomic_write(path, data)
         self._current[role] = copy.deepcopy(md)
         self._closed[role] = md
         if role == Snapshot.type:

@@ -26,9 +26,10 @@ from tuf.api.serialization import DeserializationError
 
 from repository.delegations import validate_delegated_update
 from repository.errors import BadInputError, KeyError_, RepositoryError, ThresholdError
-from repository.fsutil import atomic_copy_hashed, atomic_write
+from repository.fsutil import atomic_copy_hashed
 from repository.limits import Limits
-from repository.manager import OtaRepository, metadata_filename
+from repository.manager import OtaRepository, VersionFileTaken, metadata_filename
+from repository.publishundo import PublishUndo, is_no_space
 from repository.targetfiles import published_path, validate_target_path
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,12 @@ class NotAuthorized(UploadRefused):
 
 class ServerUnavailable(UploadRefused):
     status = 503
+
+
+class InsufficientStorage(UploadRefused):
+    """No space left to store the upload: nothing was published."""
+
+    status = 507
 
 
 @dataclass(frozen=True)
@@ -229,6 +236,51 @@ def _check_files(
     return sorted(files)
 
 
+def _check_version_file_free(
+    repo: OtaRepository, role: str, md: Metadata[Targets], metadata: bytes
+) -> None:
+    """The role's versioned file is new, or holds these very bytes (a retried upload).
+
+    Raises:
+        VersionConflict: an interrupted publish left other bytes under this version's name; a
+            cache may hold them, so they are never rewritten.
+    """
+    path = repo.paths.metadata / metadata_filename(role, md.signed.version)
+    try:
+        existing = path.read_bytes()
+    except FileNotFoundError:
+        return
+    if existing != metadata:
+        raise VersionConflict(
+            f"metadata/{path.name} exists with other bytes (left by an interrupted publish) "
+            "and is never rewritten: the operator removes it after checking no snapshot "
+            "lists it, then upload again"
+        )
+
+
+def _store(
+    repo: OtaRepository,
+    role: str,
+    md: Metadata[Targets],
+    metadata: bytes,
+    files: Mapping[str, BinaryIO],
+    stored: list[str],
+    undo: PublishUndo,
+) -> None:
+    """Write the target files, the role's metadata, snapshot and timestamp (in that order)."""
+    for path in stored:
+        tf = md.signed.targets[path]
+        directory, _, name = path.rpartition("/")
+        src = files[path]
+        src.seek(0)
+        undo.will_store(published_path(repo.paths.targets, tf))
+        _, sha256, length = atomic_copy_hashed(src, repo.paths.targets / directory, name)
+        if sha256 != tf.hashes["sha256"] or length != tf.length:
+            raise UploadRefused(f"{path} changed while it was stored")  # cannot happen
+    repo.write(role, md, data=metadata)  # the publisher's exact bytes, not a re-encoding
+    repo.publish_snapshot_and_timestamp()
+
+
 def accept_upload(
     repo: OtaRepository,
     role: str,
@@ -254,7 +306,8 @@ def accept_upload(
     Raises:
         UploadRefused: bad input or beyond the limits (400), not authorized or not signed
             (403), not the next version or a published target changed (409), the server cannot
-            sign snapshot/timestamp now (503).
+            sign snapshot/timestamp or write now (503), no disk space (507); a refusal while
+            writing removes what was written.
     """
     if not _ROLE.match(role) or ".." in role:
         raise UploadRefused(f"bad role name {role!r}")
@@ -274,26 +327,25 @@ def accept_upload(
             _check_published_unchanged(repo, role, md)
             _check_limits(repo, role, md)
             stored = _check_files(repo, role, md, files)
+            _check_version_file_free(repo, role, md, metadata)
             try:  # fail on the online keys before writing anything
                 if not repo.signers_for(Snapshot.type) or not repo.signers_for(Timestamp.type):
                     raise ServerUnavailable("the server has no snapshot/timestamp signer")
             except KeyError_ as e:
                 logger.error("cannot load online keys: %s", e)
                 raise ServerUnavailable("the server cannot sign snapshot/timestamp now") from None
-            for path in stored:
-                tf = md.signed.targets[path]
-                directory, _, name = path.rpartition("/")
-                src = files[path]
-                src.seek(0)
-                _, sha256, length = atomic_copy_hashed(src, repo.paths.targets / directory, name)
-                if sha256 != tf.hashes["sha256"] or length != tf.length:
-                    raise UploadRefused(f"{path} changed while it was stored")  # cannot happen
-            repo.write(role, md)
-            if md.to_bytes() != metadata:  # keep the publisher's exact bytes, not a re-encoding
-                atomic_write(
-                    repo.paths.metadata / metadata_filename(role, md.signed.version), metadata
-                )
-            repo.publish_snapshot_and_timestamp()
+            undo = PublishUndo(repo.paths.metadata)
+            try:
+                _store(repo, role, md, metadata, files, stored, undo)
+            except OSError as e:
+                undo.undo()  # nothing published refers to what was written: remove it
+                if is_no_space(e):
+                    logger.error("upload of %s refused: %s", role, e.strerror)
+                    raise InsufficientStorage(
+                        "the server's disk is full: nothing was published, retry later"
+                    ) from None
+                logger.error("upload of %s failed: %s", role, e)
+                raise ServerUnavailable("cannot write the repository now") from None
             details.update(
                 {
                     "role": role,
@@ -304,6 +356,8 @@ def accept_upload(
             )
     except UploadRefused:
         raise
+    except VersionFileTaken as e:  # a snapshot cannot hit it: it skips taken versions
+        raise VersionConflict(str(e)) from None
     except RepositoryError as e:  # lock timeout, corrupt published state
         logger.error("upload of %s failed: %s", role, e)
         raise ServerUnavailable(f"cannot publish now: {e}") from None

@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 from flask import Blueprint, Response, jsonify, request
 
+from repository.publishundo import is_no_space
 from repository.server.app import state
 from repository.server.auth import authenticate_uploader
 from repository.server.views.guard import auth_failed, throttled
@@ -51,6 +52,10 @@ def publish() -> tuple[Response, int]:
         return response, 503
     try:
         return _receive(publisher, allowed_roles)
+    except OSError as e:  # staging the body: the disk is full, or cannot be written
+        if is_no_space(e):
+            return _refuse(507, "the server's disk is full, retry later", publisher=publisher)
+        raise
     finally:
         st.upload_slots.release()
 
