@@ -75,6 +75,7 @@ def chain(
         cert=server_tls.server_cert,
         key=server_tls.server_key,
         ca_cert=server_tls.ca_cert,
+        config={"upload_tokens": False},
         log_dir=tmp_path,
     ) as server:
         mirror = UpstreamMirror(server.url, server_tls.ca_cert, token)

@@ -84,7 +84,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OTA_KEY_PASSPHRASE", PASSPHRASE)
         repo = make_delegated_repo(folder / "repo", ("model-x", "model-y"))
-        setup = create_app({"repo": str(repo.root), "device_auth": False})
+        setup = create_app({"repo": str(repo.root), "device_auth": False, "upload_tokens": False})
         for hwid, data in (("model-x", FW), ("model-y", FW_Y)):
             path = f"firmware/{hwid}/fw-1.0.0.bin"
             metadata, _files = publisher_update(
@@ -114,7 +114,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
         (root / "metadata" / "9.link.json").symlink_to(root / ".ota" / "config.json")
         (root / "targets" / "firmware" / "link-dir").symlink_to(root / ".ota")
-        common = {"repo": str(root), "registry_reload_interval": 0, "throttle_failures": 10**6}
+        common = {
+            "repo": str(root),
+            "registry_reload_interval": 0,
+            "throttle_failures": 10**6,
+            "upload_tokens": False,
+        }
         apps = {
             "auth": create_app({**common, "device_auth": True}),
             "open": create_app({**common, "device_auth": False}),

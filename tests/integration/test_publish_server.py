@@ -57,7 +57,7 @@ def test_publish_over_the_update_server(tls: TlsFiles, tmp_path: Path) -> None:
         cert=tls.server_cert,
         key=tls.server_key,
         ca_cert=tls.ca_cert,
-        config={"device_auth": False},
+        config={"device_auth": False, "upload_tokens": False},
     ) as server:
         proc = _publish(server.url, tls, repo, tmp_path, "1.0.0", "model-x")
         assert proc.returncode == 0, proc.stderr

@@ -53,7 +53,11 @@ def site(
     repo = make_delegated_repo(tmp / "repo", ("model-x",))
     first, files = publisher_update(repo, "model-x", {FW1: V1}, tmp=tmp / "v1")
     with run_gunicorn(
-        repo.root, cert=tls.server_cert, key=tls.server_key, ca_cert=tls.ca_cert
+        repo.root,
+        cert=tls.server_cert,
+        key=tls.server_key,
+        ca_cert=tls.ca_cert,
+        config={"upload_tokens": False},
     ) as server:
         upload_role(server.url, "model-x", first, files, ca_bundle=tls.ca_cert)
         yield repo, server, tls, tmp
@@ -354,7 +358,7 @@ def server_site(local: tuple[Path, Path], tmp_path: Path) -> Iterator[tuple[Path
     tls = make_tls(tmp_path / "tls")
     with run_gunicorn(
         repo, cert=tls.server_cert, key=tls.server_key, ca_cert=tls.ca_cert,
-        config={"device_auth": False},
+        config={"device_auth": False, "upload_tokens": False},
     ) as server:  # fmt: skip
         yield repo, keys_dir, [
             "--server", server.url, "--root", str(repo / "metadata" / "1.root.json"),

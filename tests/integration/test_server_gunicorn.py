@@ -87,7 +87,12 @@ def test_publish_then_a_device_updates_with_ngclient(
     assert token_x not in listed.stdout
     metadata, files = publisher_update(repo, "model-x", {FW1: FW1_BYTES}, tmp=tmp_path / "pub")
     with run_gunicorn(
-        repo.root, cert=tls.server_cert, key=tls.server_key, ca_cert=tls.ca_cert, workers=2
+        repo.root,
+        cert=tls.server_cert,
+        key=tls.server_key,
+        ca_cert=tls.ca_cert,
+        workers=2,
+        config={"upload_tokens": False},
     ) as server:
         answer = upload_role(server.url, "model-x", metadata, files, ca_bundle=tls.ca_cert)
         assert answer == {"role": "model-x", "version": 1, "targets": [FW1]}
@@ -151,7 +156,7 @@ def test_http_caching_and_ranges_through_gunicorn(
         cert=tls.server_cert,
         key=tls.server_key,
         ca_cert=tls.ca_cert,
-        config={"device_auth": False},
+        config={"device_auth": False, "upload_tokens": False},
     ) as server:
         upload_role(server.url, "model-x", metadata, files, ca_bundle=tls.ca_cert)
         sha = hashlib.sha256(FW1_BYTES).hexdigest()
@@ -286,7 +291,7 @@ def test_upload_role_reports_refusals_and_nothing_changes(
         cert=tls.server_cert,
         key=tls.server_key,
         ca_cert=tls.ca_cert,
-        config={"max_upload_bytes": 200_000},
+        config={"max_upload_bytes": 200_000, "upload_tokens": False},
     ) as server:
         before = published(repo.root)
         wrong = publisher_update(

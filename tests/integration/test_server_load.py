@@ -107,6 +107,7 @@ def test_no_failed_request_and_no_inconsistent_view_during_publishes(tmp_path: P
         ca_cert=tls.ca_cert,
         workers=2,
         threads=8,
+        config={"upload_tokens": False},
     ) as server:
 
         def walker(token: str) -> Callable[[], None]:

@@ -78,6 +78,7 @@ class Site:
         self.tls = make_tls(tmp / "tls", client_cn="dev-0001")
         self.passphrase = tmp / "online-keys.passphrase"
         self.passphrase.write_text(PASSPHRASE)
+        self.passphrase.chmod(0o600)
         self.header = tmp / "dev-0001.header"
         self.pidfile = tmp / "gunicorn.pid"
         self.port = _free_port()
@@ -262,12 +263,17 @@ def test_the_nginx_front_configuration(tmp_path: Path) -> None:
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
+        from repository.devices import add_uploader
+        from repository.layout import RepoPaths
         from repository.publisher.upload import upload_role
 
         data = os.urandom(200_000)
         path = "firmware/model-x/fw-1.0.0.bin"
         metadata, files = publisher_update(site.repo, "model-x", {path: data}, tmp=tmp_path / "p")
-        answer = upload_role(front, "model-x", metadata, files, ca_bundle=site.tls.ca_cert)
+        token = add_uploader(RepoPaths(site.repo.root), "ci-nginx", ["model-x"])
+        answer = upload_role(
+            front, "model-x", metadata, files, token=token, ca_bundle=site.tls.ca_cert
+        )
         assert answer["version"] == 1  # the upload went through nginx to gunicorn
         sha = hashlib.sha256(data).hexdigest()
         target = s.get(f"{front}/targets/firmware/model-x/{sha}.fw-1.0.0.bin", timeout=10)

@@ -34,7 +34,7 @@ def site(
         signers=repo.signers["model-x"][:2],
         tmp=tmp / "v1",
     )
-    config = {"max_upload_bytes": MAX_UPLOAD}
+    config = {"max_upload_bytes": MAX_UPLOAD, "upload_tokens": False}
     with run_gunicorn(
         repo.root, cert=tls.server_cert, key=tls.server_key, ca_cert=tls.ca_cert, config=config
     ) as server:
