@@ -62,16 +62,18 @@ def test_bad_path_in_a_batch_publishes_nothing(repo_dir: Path, tmp_path: Path) -
     assert OtaRepository.load(repo_dir).timestamp().version == 1
 
 
-def test_a_versioned_file_left_by_a_killed_writer_is_replaced(
+def test_a_versioned_file_left_by_a_killed_writer_is_never_rewritten(
     repo_dir: Path, tmp_path: Path
 ) -> None:
-    # a writer killed after writing 2.targets.json but before the snapshot that names it
+    # a writer killed after writing 2.targets.json but before the snapshot that names it: a
+    # cache may hold those bytes, so the next publish takes the next free version
     (repo_dir / "metadata" / "2.targets.json").write_text("partial garbage")
     repo = OtaRepository.load(repo_dir)
     assert repo.targets().version == 1  # the published state ignores the orphan
     repo.add_targets([(_fw(tmp_path, "a", b"A"), "firmware/m/a.bin", None)])
     verify_repository(repo_dir)
-    data = json.loads((repo_dir / "metadata" / "2.targets.json").read_text())
+    assert (repo_dir / "metadata" / "2.targets.json").read_text() == "partial garbage"
+    data = json.loads((repo_dir / "metadata" / "3.targets.json").read_text())
     assert "firmware/m/a.bin" in data["signed"]["targets"]
 
 
