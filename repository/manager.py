@@ -2,8 +2,9 @@
 
 `OtaRepository` is the only user of `tuf.repository.Repository` (documented as not yet stable
 API). It reads the *published* state by following timestamp -> snapshot -> role versions, so a
-versioned file that a killed writer left behind, but no snapshot names, is simply overwritten by
-the next publish. Every role is signed, checked against its delegator's threshold and written
+versioned file that a killed writer left behind, but no snapshot names, is ignored; it is never
+rewritten with other bytes (a cache may hold it): the next publish takes the next free version.
+Every role is signed, checked against its delegator's threshold and written
 before anything that points at it: target files, delegated roles, targets, snapshot, and
 `timestamp.json` last.
 """
