@@ -12,6 +12,7 @@ regular file of bounded size, and owner-only where it holds a secret.
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import sys
@@ -176,6 +177,9 @@ class EncryptedFileSigner(Signer):
 SIGNER_FOR_URI_SCHEME[ENCFILE_SCHEME] = EncryptedFileSigner
 
 
+_decrypted: dict[tuple[str, bytes, str], PrivateKeyTypes] = {}
+
+
 def decrypt_key_file(path: Path, passphrases: list[str]) -> tuple[PrivateKeyTypes, str]:
     """The private key in an encrypted PEM file, opened with the first passphrase that fits
     (returned with it).
@@ -189,10 +193,17 @@ def decrypt_key_file(path: Path, passphrases: list[str]) -> tuple[PrivateKeyType
     except UnsafeFileError as e:
         raise KeyError_(str(e)) from e
     for passphrase in passphrases:
+        # scrypt makes each try cost ~0.3 s: a process that probes one file against several
+        # candidate keys decrypts it once (cached by content and passphrase, for this process)
+        cache_key = (str(path), hashlib.sha256(data).digest(), passphrase)
+        if cache_key in _decrypted:
+            return _decrypted[cache_key], passphrase
         try:
-            return serialization.load_pem_private_key(data, passphrase.encode()), passphrase
+            private_key = serialization.load_pem_private_key(data, passphrase.encode())
         except (ValueError, TypeError):
             continue
+        _decrypted[cache_key] = private_key
+        return private_key, passphrase
     raise KeyError_(f"wrong passphrase or not an encrypted key file: {path}")
 
 
