@@ -18,10 +18,10 @@ from tuf.api.exceptions import DownloadHTTPError
 from tuf.api.exceptions import RepositoryError as TufRepositoryError
 from tuf.api.metadata import Metadata, Snapshot, Targets
 from tuf.api.serialization import DeserializationError
-from tuf.ngclient import FetcherInterface, Updater
+from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
-from repository.errors import CorruptRepositoryError, VerificationError
-from repository.layout import RepoPaths
+from repository.errors import BadInputError, CorruptRepositoryError, VerificationError
+from repository.layout import RepoPaths, load_config
 from repository.manager import metadata_filename
 from repository.secretfiles import ROOT_LIMIT, UnsafeFileError, read_limited
 
@@ -97,6 +97,10 @@ def _published_target_paths(paths: RepoPaths) -> list[tuple[str, str]]:
                 roles += list(top.delegations.roles)
             elif top.delegations.succinct_roles is not None:
                 roles += list(top.delegations.succinct_roles.get_roles())
+        for role in roles[1:]:  # a publisher's role may delegate on to its own hash bins
+            inner = load(role).delegations if f"{role}.json" in snapshot.signed.meta else None
+            if inner is not None and inner.succinct_roles is not None:
+                roles += list(inner.succinct_roles.get_roles())
         result: list[tuple[str, str]] = []
         for role in roles:
             if f"{role}.json" in snapshot.signed.meta:  # a missing one is reported separately
@@ -108,19 +112,94 @@ def _published_target_paths(paths: RepoPaths) -> list[tuple[str, str]]:
         raise VerificationError(f"published metadata unreadable: {e}") from e
 
 
+_DEFAULTS = UpdaterConfig()
+# What a device downloads at most of each kind of metadata: ngclient's defaults, unless the
+# repository config sets `metadata_budget` (the devices' own UpdaterConfig may be set to match).
+DEFAULT_BUDGET = {
+    "root": _DEFAULTS.root_max_length,
+    "timestamp": _DEFAULTS.timestamp_max_length,
+    "snapshot": _DEFAULTS.snapshot_max_length,
+    "targets": _DEFAULTS.targets_max_length,  # every targets-type role: delegated, bins
+}
+
+
+def metadata_budget(paths: RepoPaths, overrides: dict[str, int] | None = None) -> dict[str, int]:
+    """The byte budget per kind of metadata: defaults, the config's `metadata_budget`, then
+    `overrides`.
+
+    Raises:
+        BadInputError: a budget is not a positive whole number of bytes, or names no kind.
+    """
+    budget = dict(DEFAULT_BUDGET)
+    configured = load_config(paths).extra.get("metadata_budget", {}) if paths.exists() else {}
+    for source in (configured, overrides or {}):
+        if not isinstance(source, dict):
+            raise BadInputError("metadata_budget in the repository config must be an object")
+        for kind, limit in source.items():
+            if kind not in budget or not isinstance(limit, int) or limit < 1:
+                raise BadInputError(
+                    f"metadata budget {kind}={limit!r}: use one of {', '.join(budget)} "
+                    "with a whole number of bytes"
+                )
+            budget[kind] = limit
+    return budget
+
+
+def _over_budget(paths: RepoPaths, budget: dict[str, int]) -> list[str]:
+    """Every published file a client would download that is larger than its budget: each root
+    version, timestamp, the snapshot it names, and every role at the version snapshot names."""
+    files: list[tuple[str, str]] = [("root", p.name) for p in paths.metadata.glob("*.root.json")]
+    files.append(("timestamp", "timestamp.json"))
+    try:
+        ts = Metadata.from_bytes((paths.metadata / "timestamp.json").read_bytes())
+        snap_name = f"{ts.signed.snapshot_meta.version}.snapshot.json"  # type: ignore[attr-defined]
+        snapshot = Metadata[Snapshot].from_bytes((paths.metadata / snap_name).read_bytes())
+    except (OSError, DeserializationError, AttributeError) as e:
+        raise VerificationError(f"published metadata unreadable: {e}") from e
+    files.append(("snapshot", snap_name))
+    for name, meta in snapshot.signed.meta.items():
+        files.append(("targets", metadata_filename(name[: -len(".json")], meta.version)))
+    over = []
+    for kind, filename in sorted(files):
+        try:
+            size = (paths.metadata / filename).stat().st_size
+        except FileNotFoundError:
+            continue  # reported by the client run as missing
+        if size > budget[kind]:
+            over.append(
+                f"metadata/{filename} is {size} bytes, over the {kind} budget of {budget[kind]}"
+            )
+    return over
+
+
 def verify_repository(
-    root: Path, *, trusted_root: Path | None = None, days: float = 0
+    root: Path,
+    *,
+    trusted_root: Path | None = None,
+    days: float = 0,
+    budget: dict[str, int] | None = None,
 ) -> VerifyReport:
     """Verify the repository at `root` as a fresh client would.
 
     Args:
         trusted_root: the root a device is provisioned with (default `metadata/1.root.json`).
         days: fail if any role expires within this many days.
+        budget: bytes per kind of metadata (root, timestamp, snapshot, targets) over the
+            config's `metadata_budget` and ngclient's defaults.
 
     Raises:
-        VerificationError: a client would refuse the repository, or a role expires too soon.
+        VerificationError: a client would refuse the repository, a file is over its budget,
+            or a role expires too soon.
+        BadInputError: a budget is malformed.
     """
     paths = RepoPaths(root.resolve())
+    limits = metadata_budget(paths, budget)
+    over = _over_budget(paths, limits)
+    if over:
+        raise VerificationError(
+            f"{len(over)} metadata file(s) over budget, devices would refuse them: "
+            + "; ".join(over)
+        )
     trusted_root = trusted_root or paths.metadata / "1.root.json"
     try:
         bootstrap = read_limited(trusted_root, what="trusted root", limit=ROOT_LIMIT)
@@ -141,6 +220,12 @@ def verify_repository(
             f"{_BASE}/targets/",
             fetcher=DirectoryFetcher(paths.root),
             bootstrap=bootstrap,
+            config=UpdaterConfig(
+                root_max_length=limits["root"],
+                timestamp_max_length=limits["timestamp"],
+                snapshot_max_length=limits["snapshot"],
+                targets_max_length=limits["targets"],
+            ),
         )
         try:
             updater.refresh()

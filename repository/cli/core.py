@@ -15,7 +15,13 @@ from repository.cli._options import expiry_days, production_keys
 from repository.create import init_dev, init_production
 from repository.hashbins import ONLINE_BINS_NEW
 from repository.layout import RepoPaths
-from repository.status import repository_status, status_json
+from repository.server.requestlog import (
+    check_anchor,
+    request_log_head,
+    request_log_path,
+    verify_request_log,
+)
+from repository.status import expiry_warnings, repository_status, status_json, warning_days
 from repository.verify import verify_repository
 
 DEV_WARNING = (
@@ -173,13 +179,37 @@ def refresh(ctx: Context, as_json: bool) -> None:
     )
 
 
+def _role_numbers(values: tuple[str, ...], option: str) -> dict[str, float]:
+    result = {}
+    for item in values:
+        role, _, number = item.partition("=")
+        try:
+            result[role] = float(number)
+        except ValueError:
+            fail(f"{option} takes ROLE=NUMBER: {item!r}")
+    return result
+
+
 @cli.command()
+@click.option(
+    "--warn",
+    "warn",
+    multiple=True,
+    metavar="ROLE=DAYS",
+    help="Warn when ROLE expires within DAYS (defaults: root 60, targets and delegated 14, "
+    "snapshot 1, timestamp 0.25; the config's expiry_warning_days).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def status(ctx: Context, as_json: bool) -> None:
-    """Roles, versions, keys, thresholds, signatures and expiry."""
-    rows = repository_status(ctx.open())
+def status(ctx: Context, warn: tuple[str, ...], as_json: bool) -> None:
+    """Roles, versions, keys, thresholds, signatures and expiry; a warning for every role that
+    expires within its lead time."""
+    repo = ctx.open()
+    rows = repository_status(repo)
     now = datetime.now(UTC)
+    warnings = expiry_warnings(rows, now, warning_days(repo, _role_numbers(warn, "--warn")))
+    for line in warnings:
+        click.echo(f"WARNING: {line}", err=True)
     lines = []
     for r in rows:
         state = "ok" if r.threshold_met else "UNDER THRESHOLD"
@@ -189,7 +219,7 @@ def status(ctx: Context, as_json: bool) -> None:
             + (f"  paths {', '.join(r.paths)}" if r.paths else "")
             + (f"  targets {r.targets}" if r.targets is not None else "")
         )
-    emit(status_json(rows, now), as_json, "\n".join(lines))
+    emit({**status_json(rows, now), "warnings": warnings}, as_json, "\n".join(lines))
 
 
 @cli.command()
@@ -206,11 +236,23 @@ def status(ctx: Context, as_json: bool) -> None:
     type=click.Path(path_type=Path),
     help="Trusted root to start from (default: metadata/1.root.json).",
 )
+@click.option(
+    "--budget",
+    "budget",
+    multiple=True,
+    metavar="KIND=BYTES",
+    help="Largest metadata file a device accepts, per kind (root, timestamp, snapshot, "
+    "targets); default: the config's metadata_budget, else ngclient's limits.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def verify(ctx: Context, days: float, trusted_root: Path | None, as_json: bool) -> None:
-    """Load the published repository with a real TUF client and download every target."""
-    report = verify_repository(ctx.repo_dir, trusted_root=trusted_root, days=days)
+def verify(
+    ctx: Context, days: float, trusted_root: Path | None, budget: tuple[str, ...], as_json: bool
+) -> None:
+    """Load the published repository with a real TUF client and download every target; every
+    metadata file over its size budget is reported."""
+    sizes = {kind: int(n) for kind, n in _role_numbers(budget, "--budget").items()}
+    report = verify_repository(ctx.repo_dir, trusted_root=trusted_root, days=days, budget=sizes)
     data = {
         "targets_checked": report.targets_checked,
         "roles": [
@@ -231,14 +273,48 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option(
+    "--request-log-anchor",
+    "anchor",
+    metavar="SEQ:SHA256",
+    help="A request log head printed earlier by 'ota-repo audit head' and kept off the server.",
+)
 @pass_ctx
-def audit_verify(ctx: Context) -> None:
-    """Check that no audit line was edited or removed."""
+def audit_verify(ctx: Context, anchor: str | None) -> None:
+    """Check that no line of the publish log or the server's request log was edited, removed or
+    reordered (and, with --request-log-anchor, that the request log still holds that line)."""
     repo = ctx.open()
     report = audit.verify(RepoPaths(repo.paths.root).audit, repo.timestamp().version)
     if not report.ok:
         fail("audit log tampered: " + "; ".join(report.problems))
-    click.echo(f"ok: {report.entries} audit lines, chain intact")
+    log = request_log_path(repo.paths.private)
+    counted = ""
+    if log.exists():
+        lines, problems = verify_request_log(log)
+        if anchor is not None:
+            seq, _, digest = anchor.partition(":")
+            if not seq.isdigit() or len(digest) != 64:
+                fail("--request-log-anchor takes SEQ:SHA256 as 'ota-repo audit head' prints it")
+            problem = check_anchor(log, int(seq), digest)
+            problems += [problem] if problem else []
+        if problems:
+            fail("request log tampered: " + "; ".join(problems))
+        counted = f", {lines} request log lines"
+    elif anchor is not None:
+        fail(f"request log {log} is missing but an anchor was given")
+    click.echo(f"ok: {report.entries} audit lines{counted}, chains intact")
+
+
+@audit_group.command("head")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def audit_head(ctx: Context, as_json: bool) -> None:
+    """Print the request log's last line as SEQ:SHA256: keep it off the server (a ticket, a
+    log host) and pass it to 'audit verify --request-log-anchor' later."""
+    log = request_log_path(ctx.open().paths.private)
+    head = request_log_head(log) if log.exists() else None
+    value = f"{head[0]}:{head[1]}" if head else None
+    emit({"request_log": value}, as_json, value or "the request log is empty")
 
 
 @audit_group.command("show")
