@@ -56,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 _ROOT_FILE = re.compile(r"^([1-9][0-9]*)\.root\.json\Z")
 LOCK_TIMEOUT = 120.0
-
 ONLINE_BINS_REFUSED = (
     "targets delegates to hash bins signed by an online key, which would let the server approve "
     "firmware: they are no longer signed; migrate with 'ota-repo hash-bins --off' (a targets "
@@ -293,7 +292,7 @@ class OtaRepository(Repository):
         (a publisher's role, or a legacy targets with bins)."""
         if role in (Root.type, Snapshot.type, Timestamp.type) or not self.has_role(role):
             return role
-        delegations = self._current_signed(Targets.type, Targets).delegations
+        delegations = self._current_signed(role, Targets).delegations
         if delegations is not None and delegations.succinct_roles is not None:
             return str(delegations.succinct_roles.get_role_for_target(path))
         return role

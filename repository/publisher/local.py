@@ -149,8 +149,9 @@ def build_update(
 
 def publish_local(
     repo: OtaRepository, role: str, uri: str, files: list[tuple[Path, str, dict[str, Any]]]
-) -> tuple[Metadata[Targets], SigningRequest | None]:
-    """Sign and publish `files` in `role` of the local repository `repo`.
+) -> tuple[str, Metadata[Targets], SigningRequest | None]:
+    """Sign and publish `files` in `role` of the local repository `repo`; returns the role
+    that lists the image (`role`, or the hash bin of `role` it falls in) and its new version.
 
     If the role needs more signatures than this key's (threshold above 1), the files are
     stored and the signed version is staged as a signing request instead (returned second):
@@ -173,11 +174,12 @@ def publish_local(
                 stored = store_target_file(repo.paths.targets, local, path, custom)
                 if stored.hashes != expected.hashes or stored.length != expected.length:
                     raise BadInputError(f"{local}: the file changed while it was read: try again")
-            md = updates[max(updates)] if role not in updates else updates[role]
+            listed_in = next(n for n, u in updates.items() if files[0][1] in u.signed.targets)
+            md = updates[listed_in]
             if staged:
                 req = stage(repo, dict(updates))
                 keep()
-                return md, req
+                return listed_in, md, req
             for name, update in sorted(updates.items()):
                 repo.write(name, update)
             keep()
@@ -186,7 +188,7 @@ def publish_local(
         details["targets_added"] = [tf.path for tf in infos]
         if role not in updates:
             details["bins"] = sorted(updates)
-    return md, None
+    return listed_in, md, None
 
 
 @contextlib.contextmanager
@@ -277,7 +279,7 @@ def add(
     limits.check_security_counter(security_counter, "--security-counter")
     with private_copies(files) as copies:  # from here on, only the copies are read
         if repo is not None:
-            md, req = publish_local(repo, role, uri, copies)
+            listed_in, md, req = publish_local(repo, role, uri, copies)
             if req is not None:
                 click.echo(
                     f"{role} needs more signatures: staged request {req.id}; the other holders "
@@ -290,7 +292,7 @@ def add(
             from repository.publisher.remote import publish_remote  # needs the server's client
 
             assert server_url is not None
-            md = publish_remote(
+            listed_in, md = publish_remote(
                 server_url,
                 role,
                 uri,
@@ -303,6 +305,9 @@ def add(
             where = server_url
     paths = [p for _, p, _ in files]
     if as_json:
-        click.echo(json.dumps({"role": role, "version": md.signed.version, "targets": paths}))
+        out: dict[str, Any] = {"role": role, "version": md.signed.version, "targets": paths}
+        if listed_in != role:
+            out["bin"] = listed_in  # the version is the bin's
+        click.echo(json.dumps(out))
     else:
-        click.echo(f"published {', '.join(paths)} in {role} v{md.signed.version} ({where})")
+        click.echo(f"published {', '.join(paths)} in {listed_in} v{md.signed.version} ({where})")

@@ -8,6 +8,7 @@ server checks it with `validate_delegated_update` before it publishes anything.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from urllib.parse import quote
 import requests
 from tuf.api.exceptions import DownloadHTTPError
 from tuf.api.exceptions import RepositoryError as TufRepositoryError
-from tuf.api.metadata import Metadata, Targets
+from tuf.api.metadata import DelegatedRole, Metadata, SuccinctRoles, Targets
 from tuf.ngclient import FetcherInterface, Updater
 
 from repository.errors import BadInputError, RepositoryError
@@ -56,11 +57,13 @@ def current_role(
     bootstrap: bytes,
     fetcher: FetcherInterface,
     verified_bins: dict[str, Metadata[Targets]] | None = None,
+    *,
+    every_bin: bool = False,
 ) -> tuple[Targets, Metadata[Targets] | None]:
     """The server's targets and current version of `role` (None: not yet), verified from
     `bootstrap`; refuses `paths` outside the delegation before anything is signed. When `role`
     delegates to hash bins, the current version of each bin a path falls in goes into
-    `verified_bins`.
+    `verified_bins` (of every bin with `every_bin`, where `paths` may be empty).
 
     Raises:
         RepositoryError: the server's metadata does not verify or cannot be read.
@@ -81,6 +84,8 @@ def current_role(
             roles = targets.signed.delegations.roles if targets.signed.delegations else None
             if not roles or role not in roles:
                 raise BadInputError(f"unknown role {role!r}: targets does not delegate to it")
+            if every_bin:
+                paths = [*paths, *probe_paths(roles[role], None)]
             outside = [p for p in paths if not roles[role].is_delegated_path(p)]
             if outside:
                 raise BadInputError(
@@ -99,6 +104,8 @@ def current_role(
             raise BadInputError(f"{paths[0]} does not resolve to {role} at {metadata_url}")
         current = Metadata[Targets].from_bytes(cached.read_bytes())
         bins = current.signed.delegations.succinct_roles if current.signed.delegations else None
+        if bins is not None and every_bin:
+            paths = [*paths, *probe_paths(roles[role], bins)]
         if bins is not None:  # each path's bin, verified by ngclient's walk through `role`
             try:
                 for path in paths:
@@ -111,6 +118,35 @@ def current_role(
         return targets.signed, current
 
 
+MAX_PROBES_PER_BIN = 64
+
+
+def probe_paths(delegated: DelegatedRole, bins: SuccinctRoles | None) -> list[str]:
+    """Paths inside `delegated`'s patterns, one falling in every bin of `bins` (one path if
+    None), so that verified lookups of them reach every bin. Nothing is listed under them.
+
+    Raises:
+        BadInputError: no such path can be made from the patterns (none has a plain `*`).
+    """
+    found: dict[str, str] = {}
+    wanted = bins.number_of_bins if bins is not None else 1
+    for pattern in [p for p in delegated.paths or [] if not any(c in p for c in "[]?")]:
+        for i in range(MAX_PROBES_PER_BIN * wanted):
+            if len(found) == wanted:
+                break
+            word = hashlib.sha256(str(i).encode()).hexdigest()[:12]
+            path = pattern.replace("*", f".ota-renew-{word}")
+            if path == pattern or not delegated.is_delegated_path(path):
+                break  # no wildcard to fill, or the filled pattern does not match
+            found.setdefault(str(bins.get_role_for_target(path)) if bins else "", path)
+    if len(found) != wanted:
+        raise BadInputError(
+            f"cannot reach every bin of {delegated.name} through its paths "
+            f"({', '.join(delegated.paths or [])}): renew it with --repo"
+        )
+    return list(found.values())
+
+
 def publish_remote(
     server_url: str,
     role: str,
@@ -121,8 +157,10 @@ def publish_remote(
     token_file: Path | None,
     ca_bundle: Path | None,
     metadata_url: str | None = None,
-) -> Metadata[Targets]:
-    """Sign the next version of `role` with `files` added and upload it with the files.
+) -> tuple[str, Metadata[Targets]]:
+    """Sign the next version of `role` with `files` added and upload it with the files; when
+    `role` delegates to hash bins, of each bin a file falls in. Returns the role (or bin) that
+    lists the image and its new version.
 
     The current metadata is read from `metadata_url` (default: the server's `metadata/`; a
     mirror or CDN works as well, since everything read is verified from `trusted_root`).
@@ -167,7 +205,6 @@ def publish_remote(
     else:
         base = current if current is not None else Metadata(Targets(version=0))
         uploads = [(role, base, paths)]
-    md = uploads[-1][1]
     for name, md, listed in uploads:
         _next_version(md)
         add_new_targets(md.signed, [infos[p] for p in listed])
@@ -180,7 +217,7 @@ def publish_remote(
             token=token,
             ca_bundle=ca_bundle,
         )
-    return md
+    return uploads[-1][0], uploads[-1][1]
 
 
 def _next_version(md: Metadata[Targets]) -> None:

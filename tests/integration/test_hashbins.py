@@ -1,9 +1,12 @@
-"""Succinct hash bins (TAP 15): 10,000 targets, one more re-signs one bin + snapshot + timestamp,
-and a client looking up one target downloads only that target's bin."""
+"""Succinct hash bins (TAP 15) under a publisher's role, signed by the publisher's own key:
+10,000 targets, one more published with `ota-publish add` re-signs one bin + snapshot +
+timestamp, a client looking up one target downloads only that target's bin, a device installs
+from a bin over the real server, `ota-publish renew` keeps the role and untouched bins fresh."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,166 +14,240 @@ import pytest
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
 from repository import hashbins
-from repository.create import init_dev
 from repository.errors import BadInputError
+from repository.keys import find_signer
 from repository.manager import OtaRepository
 from repository.targetfiles import published_path
 from tests.helpers.ceremony import client, use_passphrase
-from tests.helpers.repo import assert_one_line_error, ota_repo, published
+from tests.helpers.certs import TlsFiles, make_tls
+from tests.helpers.gunicorn import run_gunicorn
+from tests.helpers.repo import BIN, assert_one_line_error, cli_env, ota_repo, published
 
 N_TARGETS = 10_000
+BINS = 16
+ROLE = "model-x"
 
 
-def _enable(repo_dir: Path, bins: int) -> None:
-    hashbins.enable_now(repo_dir, bins)
+def ota_publish(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(BIN / "ota-publish"), *args],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
 
 
-@pytest.fixture(scope="module", params=[16, 256], ids=["16-bins", "256-bins"])
-def big_repo(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, int]:
-    bins: int = request.param
+def binned_repo(base: Path, bins: int = BINS) -> tuple[Path, str]:
+    """A dev repository whose `model-x` role delegates to `bins` bins keyed with the
+    publisher's key; returns the repository and the publisher's signer URI."""
+    repo = base / "repo"
+    ota_repo(repo, "init", "--dev")
+    ota_repo(repo, "key", "generate", "pub-x", "--out", str(base / "keys"))
+    uri = f"encfile:{base / 'keys' / 'pub-x.key'}"
+    out = ota_repo(
+        repo, "delegate", ROLE, "--paths", "firmware/model-x/*",
+        "--key", str(base / "keys" / "pub-x.pub"), "--bins", str(bins),
+        "--sign-with", uri, "--publish",
+    ).stdout  # fmt: skip
+    assert "published" in out, out
+    return repo, uri
+
+
+def publish(repo: Path, uri: str, tmp: Path, version: str, *extra: str) -> str:
+    src = tmp / f"fw-{version}.bin"
+    src.write_bytes(f"image {version}".encode() * 100)
+    return ota_publish(
+        "add", str(src), "--hwid", "model-x", "--version", version, "--role", ROLE,
+        "--key", uri, "--repo", str(repo), *extra,
+    ).stdout  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def big_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     mp = pytest.MonkeyPatch()
     use_passphrase(mp)
-    base = tmp_path_factory.mktemp(f"bins{bins}")
-    init_dev(base / "repo")
-    _enable(base / "repo", bins)
-    infos = []
-    for i in range(N_TARGETS):
-        tf = TargetFile.from_data(f"firmware/model-{i % 7}/fw-{i}.bin", f"image {i}".encode())
-        stored = published_path(base / "repo" / "targets", tf)
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        stored.write_bytes(f"image {i}".encode())  # as a bulk copy (rsync) would leave them
-        infos.append(tf)
-    # one publish: each bin edited once, snapshot and timestamp once
-    touched = hashbins.add_stored_targets(OtaRepository.load(base / "repo"), infos)
-    assert len(touched) == bins
-    mp.undo()
-    return base / "repo", bins
+    try:
+        repo_dir, uri = binned_repo(tmp_path_factory.mktemp("bins"))
+        repo = OtaRepository.load(repo_dir)
+        infos = []
+        for i in range(N_TARGETS):
+            data = f"image {i}".encode()
+            tf = TargetFile.from_data(f"firmware/model-x/fw-{i}.bin", data)
+            stored = published_path(repo_dir / "targets", tf)
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            stored.write_bytes(data)  # as a bulk copy (rsync) would leave them
+            infos.append(tf)
+        signer = find_signer(uri, repo.keys_for(ROLE))
+        # one publish: each bin edited once, snapshot and timestamp once
+        touched = hashbins.add_stored_targets(repo, ROLE, infos, [signer])
+        assert len(touched) == BINS
+    finally:
+        mp.undo()
+    return repo_dir, uri
 
 
-def test_bins_hold_every_target_in_the_right_bin(big_repo: tuple[Path, int]) -> None:
-    repo_dir, bins = big_repo
+def test_bins_hold_every_target_in_the_right_bin(big_repo: tuple[Path, str]) -> None:
+    repo_dir, _ = big_repo
     repo = OtaRepository.load(repo_dir)
-    snapshot = repo.snapshot()
-    bin_names = [n.removesuffix(".json") for n in snapshot.meta if n.startswith("bins-")]
-    assert len(bin_names) == bins
+    names = [n.removesuffix(".json") for n in repo.snapshot().meta if "-bins-" in n]
+    assert sorted(names) == hashbins.bin_names(ROLE, BINS)
     total = 0
-    for name in bin_names:
+    for name in names:
         listed = repo.current_metadata(name).signed
         assert isinstance(listed, Targets)
         total += len(listed.targets)
-        assert all(repo.role_for_target("targets", p) == name for p in listed.targets)
+        assert all(repo.role_for_target(ROLE, p) == name for p in listed.targets)
     assert total == N_TARGETS
-    assert len(repo.current_metadata("targets").signed.targets) == 0
+    assert len(repo.targets(ROLE).targets) == 0
 
 
 def test_one_more_target_re_signs_one_bin_snapshot_and_timestamp(
-    big_repo: tuple[Path, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    big_repo: tuple[Path, str], tmp_path: Path
 ) -> None:
-    repo_dir, _ = big_repo
-    use_passphrase(monkeypatch)
+    repo_dir, uri = big_repo
     before = {p.name: p.stat().st_mtime_ns for p in (repo_dir / "metadata").iterdir()}
-    src = tmp_path / "new.bin"
-    src.write_bytes(b"one more image")
-    path = "firmware/model-new/fw-10000.bin"
-    OtaRepository.load(repo_dir).add_targets([(src, path, None)])
+    out = publish(repo_dir, uri, tmp_path, "10000.0.0")
     after = {p.name: p.stat().st_mtime_ns for p in (repo_dir / "metadata").iterdir()}
     written = sorted(n for n in after if before.get(n) != after[n])
-    expected_bin = OtaRepository.load(repo_dir).role_for_target("targets", path)
+    path = "firmware/model-x/fw-10000.0.0.bin"
+    expected_bin = OtaRepository.load(repo_dir).role_for_target(ROLE, path)
     assert len(written) == 3, written
-    assert written[0].endswith(f".{expected_bin}.json")
+    assert written[0] == f"3.{expected_bin}.json"  # v1 empty, v2 the bulk import
     assert written[1].endswith(".snapshot.json")
     assert written[2] == "timestamp.json"
+    assert f"in {expected_bin} v3 " in out, out
 
 
 def test_client_fetching_one_target_downloads_only_its_bin(
-    big_repo: tuple[Path, int], tmp_path: Path
+    big_repo: tuple[Path, str], tmp_path: Path
 ) -> None:
     repo_dir, _ = big_repo
     root = (repo_dir / "metadata" / "1.root.json").read_bytes()
     updater, fetcher = client(repo_dir, tmp_path / "device", root)
     updater.refresh()
-    path = f"firmware/model-{1234 % 7}/fw-1234.bin"
+    path = "firmware/model-x/fw-1234.bin"
     info = updater.get_targetinfo(path)
     assert info is not None
     updater.download_target(info, str(tmp_path / "fw.bin"))
     assert (tmp_path / "fw.bin").read_bytes() == b"image 1234"
-    bins_fetched = [f for f in fetcher.fetched if "bins-" in f]
-    expected = OtaRepository.load(repo_dir).role_for_target("targets", path)
+    bins_fetched = [f for f in fetcher.fetched if "-bins-" in f]
+    expected = OtaRepository.load(repo_dir).role_for_target(ROLE, path)
     assert len(bins_fetched) == 1 and bins_fetched[0].endswith(f".{expected}.json")
 
 
-def test_hash_bins_cli_and_refusals(tmp_path: Path) -> None:
+def test_publish_into_bins_over_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ota-publish add --server` signs only the bin the image falls in; ngclient finds it."""
+    use_passphrase(monkeypatch)
+    repo, uri = binned_repo(tmp_path, bins=4)
+    tls: TlsFiles = make_tls(tmp_path / "tls", client_cn="publisher")
+    with run_gunicorn(
+        repo,
+        cert=tls.server_cert,
+        key=tls.server_key,
+        ca_cert=tls.ca_cert,
+        config={"device_auth": False, "upload_tokens": False},
+    ) as server:
+        server_args = (
+            "--server", server.url, "--root", str(repo / "metadata" / "1.root.json"),
+            "--ca-bundle", str(tls.ca_cert),
+        )  # fmt: skip
+        for version in ("1.0.0", "1.1.0"):
+            src = tmp_path / f"fw-{version}.bin"
+            src.write_bytes(f"image {version}".encode() * 100)
+            out = ota_publish(
+                "add", str(src), "--hwid", "model-x", "--version", version, "--role", ROLE,
+                "--key", uri, *server_args,
+            ).stdout  # fmt: skip
+            name = OtaRepository.load(repo).role_for_target(
+                ROLE, f"firmware/model-x/fw-{version}.bin"
+            )
+            assert f"in {name} v" in out, out
+        before = published(repo)
+        src = tmp_path / "fw-y.bin"
+        src.write_bytes(b"y")
+        refused = ota_publish(
+            "add", str(src), "--hwid", "model-y", "--version", "1.0.0", "--role", ROLE,
+            "--key", uri, *server_args, check=False,
+        )  # fmt: skip
+        assert_one_line_error(refused, "outside model-x's delegation")
+        assert published(repo) == before
+    updater, _ = client(repo, tmp_path / "device", (repo / "metadata" / "1.root.json").read_bytes())
+    updater.refresh()
+    for version in ("1.0.0", "1.1.0"):
+        info = updater.get_targetinfo(f"firmware/model-x/fw-{version}.bin")
+        assert info is not None
+        assert json.loads(json.dumps(info.custom))["firmware"]["version"] == version
+    assert "and 2 targets verified" in ota_repo(repo, "verify").stdout  # walks the bins
+
+
+def test_renew_re_signs_the_role_and_every_bin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing online renews a publisher's role or a bin no publish touched: `ota-publish
+    renew` re-signs them all with a fresh expiry, one new version each."""
+    use_passphrase(monkeypatch)
+    repo, uri = binned_repo(tmp_path, bins=4)
+    publish(repo, uri, tmp_path, "1.0.0")
+    r = OtaRepository.load(repo)
+    names = [ROLE, *hashbins.bin_names(ROLE, 4)]
+    versions = {n: r.targets(n).version for n in names}
+    expires = {n: r.targets(n).expires for n in names}
+    out = ota_publish("renew", "--role", ROLE, "--key", uri, "--repo", str(repo)).stdout
+    assert "renewed model-x and its 4 bins" in out, out
+    r = OtaRepository.load(repo)
+    for n in names:
+        assert r.targets(n).version == versions[n] + 1
+        assert r.targets(n).expires >= expires[n]
+        assert r.targets(n).expires > datetime.now(UTC) + timedelta(days=80)
+    assert "firmware/model-x/fw-1.0.0.bin" in {p for n in names[1:] for p in r.targets(n).targets}
+    ota_repo(repo, "verify")
+
+
+def test_rotate_re_keys_the_bins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_passphrase(monkeypatch)
+    repo, uri = binned_repo(tmp_path, bins=2)
+    publish(repo, uri, tmp_path, "1.0.0")
+    ota_repo(repo, "key", "generate", "pub-x2", "--out", str(tmp_path / "keys"))
+    new_pub = tmp_path / "keys" / "pub-x2.pub"
+    new_uri = f"encfile:{tmp_path / 'keys' / 'pub-x2.key'}"
+    old_keyid = json.loads((tmp_path / "keys" / "pub-x.pub").read_text())["keyid"]
+    ota_repo(
+        repo, "rotate", ROLE, "--add-key", str(new_pub), "--remove-key", old_keyid,
+        "--sign-with", new_uri, "--publish",
+    )  # fmt: skip
+    new_keyid = json.loads(new_pub.read_text())["keyid"]
+    r = OtaRepository.load(repo)
+    for name in hashbins.bin_names(ROLE, 2):
+        assert list(r.current_metadata(name).signatures) == [new_keyid]
+    ota_repo(repo, "verify")
+    refused = ota_publish(
+        "add", str(tmp_path / "fw-1.0.0.bin"), "--hwid", "model-x", "--version", "1.0.1",
+        "--role", ROLE, "--key", uri, "--repo", str(repo), check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    publish(repo, new_uri, tmp_path, "1.0.2")
+    ota_repo(repo, "verify")
+
+
+def test_targets_bins_are_refused(tmp_path: Path) -> None:
+    """The former online-keyed layout cannot be set up: one line, nothing written."""
     repo = tmp_path / "repo"
     ota_repo(repo, "init", "--dev")
     before = published(repo)
-    assert_one_line_error(ota_repo(repo, "hash-bins", "12", check=False), "power of two")
+    assert_one_line_error(ota_repo(repo, "hash-bins", "16", check=False), "online key")
+    assert_one_line_error(ota_repo(repo, "hash-bins", "--off", check=False), "nothing to turn off")
     assert published(repo) == before
-    out = ota_repo(repo, "hash-bins", "16", "--publish").stdout
-    assert "hash-bin delegation added: 16 bins" in out
-    fw = tmp_path / "fw.bin"
-    fw.write_bytes(b"fw")
-    custom = json.dumps({"firmware": {"version": "1.0.0", "hardware_ids": ["x"]}})
-    ota_repo(repo, "add-target", str(fw), "--path", "firmware/x/fw-1.0.0.bin", "--custom", custom)
-    ota_repo(repo, "verify")
-    before = published(repo)
-    proc = ota_repo(
-        repo, "delegate", "fw-x", "--paths", "firmware/x/*", "--key",
-        str(repo / ".ota" / "keys" / "targets.pub"), check=False,
-    )  # fmt: skip
-    assert_one_line_error(proc, "hash bins")
-    assert published(repo) == before
-    status = json.loads(ota_repo(repo, "status", "--json").stdout)["roles"]
-    assert sorted(r["role"] for r in status if r["role"].startswith("bins-")) == [
-        f"bins-{i:x}" for i in range(16)
-    ]
-    assert all(r["threshold_met"] for r in status)
-    keys_out = ota_repo(repo, "key", "list", "--json").stdout
-    assert any("bins-* (16)" in r for row in json.loads(keys_out)["keys"] for r in row["roles"])
 
 
 def test_bit_length() -> None:
     assert hashbins.bit_length_for(256) == 8
-    with pytest.raises(BadInputError):
-        hashbins.bit_length_for(1)
-    md = Metadata(Targets())
-    assert hashbins.bins_to_create(OtaRepository.__new__(OtaRepository), md) == []
-
-
-def test_refresh_renews_bins_before_they_expire(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    use_passphrase(monkeypatch)
-    init_dev(tmp_path / "repo")
-    hashbins.enable_now(tmp_path / "repo", 4)
-    assert OtaRepository.load(tmp_path / "repo").refresh() == []
-    later = OtaRepository.load(tmp_path / "repo")
-    later.now = datetime.now(UTC) + timedelta(days=50)  # past half of the bins' 90 days
-    done = later.refresh()
-    assert done == ["bins-0", "bins-1", "bins-2", "bins-3", "snapshot", "timestamp"]
-    again = OtaRepository.load(tmp_path / "repo")
-    again.now = later.now
-    assert again.refresh() == []
-
-
-def test_rotate_the_bins_key(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    ota_repo(repo, "init", "--dev")
-    ota_repo(repo, "hash-bins", "4", "--publish")
-    fw = tmp_path / "fw.bin"
-    fw.write_bytes(b"fw")
-    ota_repo(repo, "add-target", str(fw), "--path", "firmware/x/fw-1.0.0.bin")
-    ota_repo(repo, "key", "generate", "bins-2", "--out", str(tmp_path / "keys"))
-    new_pub = tmp_path / "keys" / "bins-2.pub"
-    ota_repo(
-        repo, "rotate", "bins", "--add-key", str(new_pub),
-        "--uri", f"encfile:{tmp_path / 'keys' / 'bins-2.key'}", "--publish",
-    )  # fmt: skip
-    new_keyid = json.loads(new_pub.read_text())["keyid"]
-    r = OtaRepository.load(repo)
-    for name in ("bins-0", "bins-1", "bins-2", "bins-3"):
-        assert list(r.current_metadata(name).signatures) == [new_keyid]
-    ota_repo(repo, "verify")
-    ota_repo(repo, "add-target", str(fw), "--path", "firmware/x/fw-1.0.1.bin")
-    ota_repo(repo, "verify")
+    for bad in (1, 3, 2**15):
+        with pytest.raises(BadInputError, match="power of two"):
+            hashbins.bit_length_for(bad)
+    assert hashbins.bins_of(Metadata(Targets()).signed) is None
+    assert hashbins.bin_names("r", 2) == ["r-bins-0", "r-bins-1"]
