@@ -98,18 +98,38 @@ def test_server_with_online_keys_cannot_forge_a_delegated_role(lab: Lab) -> None
 
 
 def test_firmware_in_hash_bins(lab: Lab) -> None:
-    """With succinct hash-bin delegation every bin may hold firmware: the client lists all bins
-    (each loaded and verified by ngclient) and installs the newest."""
-    from repository import hashbins
+    """A publisher's role delegating to hash bins signed by the publisher's key: every bin may
+    hold firmware; the client lists all bins (each loaded and verified by ngclient) and
+    installs the newest."""
+    import subprocess
 
-    hashbins.enable_now(lab.repo_dir, 8)
-    v1 = lab.publish("1.0.0")
+    from tests.helpers.ota_device import image
+    from tests.helpers.repo import BIN, cli_env, ota_repo
+
+    keys = lab.folder / "keys"
+    ota_repo(lab.repo_dir, "key", "generate", "pub-x", "--out", str(keys))
+    uri = f"encfile:{keys / 'pub-x.key'}"
+    ota_repo(
+        lab.repo_dir, "delegate", "model-x", "--paths", "firmware/model-x/*",
+        "--key", str(keys / "pub-x.pub"), "--bins", "8", "--sign-with", uri, "--publish",
+    )  # fmt: skip
+    v1 = lab.publish("1.0.0")  # the factory image, in top-level targets
     dev = lab.device(factory=v1)
-    lab.publish("2.0.0")
-    v3 = lab.publish("3.0.0")
+    for version in ("2.0.0", "3.0.0"):
+        src = lab.folder / f"fw-{version}.bin"
+        src.write_bytes(image(version))
+        subprocess.run(
+            [
+                str(BIN / "ota-publish"), "add", str(src), "--hwid", "model-x",
+                "--version", version, "--role", "model-x", "--key", uri,
+                "--repo", str(lab.repo_dir),
+            ],
+            env=cli_env(), check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
     lab.publish("4.0.0", hwid="model-y")
-    assert dev.json("update")["target"] == v3
+    assert dev.json("update")["target"] == "firmware/model-x/fw-3.0.0.bin"
     assert dev.json("boot")["version"] == "3.0.0"
+    assert dev.slots["B"].read_bytes() == image("3.0.0")
     lab.server.reset_log()
     assert dev.json("check")["update_available"] is False
     assert len(lab.server.requests()) == 2  # unchanged bins come from the verified cache

@@ -141,9 +141,11 @@ def test_client_fetching_one_target_downloads_only_its_bin(
 
 
 def test_publish_into_bins_over_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`ota-publish add --server` signs only the bin the image falls in; ngclient finds it."""
+    """`ota-publish add --server` signs only the bin the image falls in (ngclient finds it);
+    `ota-publish renew --server` re-signs the role and every bin."""
     use_passphrase(monkeypatch)
     repo, uri = binned_repo(tmp_path, bins=4)
+    names = [ROLE, *hashbins.bin_names(ROLE, 4)]
     tls: TlsFiles = make_tls(tmp_path / "tls", client_cn="publisher")
     with run_gunicorn(
         repo,
@@ -176,6 +178,11 @@ def test_publish_into_bins_over_the_server(tmp_path: Path, monkeypatch: pytest.M
         )  # fmt: skip
         assert_one_line_error(refused, "outside model-x's delegation")
         assert published(repo) == before
+        versions = {n: OtaRepository.load(repo).targets(n).version for n in names}
+        out = ota_publish("renew", "--role", ROLE, "--key", uri, *server_args).stdout
+        assert "renewed model-x and its 4 bins" in out, out
+        r = OtaRepository.load(repo)
+        assert {n: r.targets(n).version for n in names} == {n: v + 1 for n, v in versions.items()}
     updater, _ = client(repo, tmp_path / "device", (repo / "metadata" / "1.root.json").read_bytes())
     updater.refresh()
     for version in ("1.0.0", "1.1.0"):

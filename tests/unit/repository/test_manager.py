@@ -98,13 +98,18 @@ def test_corrupted_published_metadata_is_reported(repo_dir: Path) -> None:
         OtaRepository.load(repo_dir).snapshot()
 
 
-def test_a_hash_bin_is_never_accepted_as_a_publisher_upload(repo_dir: Path) -> None:
-    from tuf.api.metadata import Metadata, Targets
+def test_a_targets_hash_bin_is_never_accepted_as_a_publisher_upload(repo_dir: Path) -> None:
+    """A repository made with the former layout (targets delegating to online-keyed bins):
+    a bin upload is refused, naming the migration."""
+    from tuf.api.metadata import Delegations, Metadata, SuccinctRoles, Targets
 
-    from repository.hashbins import enable_now
-
-    enable_now(repo_dir, 4)
+    repo = OtaRepository.load(repo_dir)
+    with repo.writing("bins"):
+        with repo.edit_targets() as targets:
+            bins = SuccinctRoles([], 1, 2, "bins")
+            targets.delegations = Delegations(keys={}, roles=None, succinct_roles=bins)
+        repo.publish_snapshot_and_timestamp()
     repo = OtaRepository.load(repo_dir)
     forged = Metadata(Targets(version=2))
-    with pytest.raises(BadInputError, match="hash bin"):
+    with pytest.raises(BadInputError, match=r"online key.*hash-bins --off"):
         validate_delegated_update(repo, "bins-0", forged)
