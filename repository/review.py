@@ -24,7 +24,7 @@ from repository.changes import describe
 from repository.errors import BadInputError
 from repository.keyident import canonical_keyid, check_key, fingerprint
 from repository.rules import all_overlaps
-from repository.signing import SigningRequest, content_digest
+from repository.signing import SigningRequest, content_digest, delegator_name
 
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ABSENT = "(none)"
@@ -203,8 +203,17 @@ def verified_context(
         md = current.get(role)
         if md is None:
             raise BadInputError(f"no published {role} to review the change against")
+        delegator = targets
+        publisher = delegator_name(req, role, dict(current))
+        if publisher not in (Root.type, Targets.type):  # a publisher's hash bin
+            owner_md = current.get(publisher)  # the published role, verified by targets
+            if owner_md is None:
+                raise BadInputError(f"no published {publisher} to review {role} against")
+            _verify(targets, publisher, owner_md, f"{publisher} v{owner_md.signed.version}")
+            context.setdefault(publisher, owner_md)
+            delegator = owner_md
         try:
-            _verify(targets, role, md, f"{role} v{md.signed.version}")
+            _verify(delegator, role, md, f"{role} v{md.signed.version}")
         except BadInputError:
             # Its keys were revoked since it was signed: it is no base to compare with, so
             # the review shows every field of the new version instead (nothing unseen).

@@ -258,3 +258,49 @@ def test_bit_length() -> None:
             hashbins.bit_length_for(bad)
     assert hashbins.bins_of(Metadata(Targets()).signed) is None
     assert hashbins.bin_names("r", 2) == ["r-bins-0", "r-bins-1"]
+
+
+def test_a_second_holder_signs_a_bins_publish_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role with bins and threshold 2: `ota-publish add` stages the touched bin; the second
+    holder reviews and signs the exported request on another machine (no repository, their own
+    trusted root), and the imported request publishes."""
+    use_passphrase(monkeypatch)
+    repo = tmp_path / "repo"
+    ota_repo(repo, "init", "--dev")
+    keys = tmp_path / "keys"
+    for name in ("pub-a", "pub-b"):
+        ota_repo(repo, "key", "generate", name, "--out", str(keys))
+    uri_a, uri_b = f"encfile:{keys / 'pub-a.key'}", f"encfile:{keys / 'pub-b.key'}"
+    ota_repo(
+        repo, "delegate", ROLE, "--paths", "firmware/model-x/*", "--key", str(keys / "pub-a.pub"),
+        "--key", str(keys / "pub-b.pub"), "--threshold", "2", "--bins", "2",
+        "--sign-with", uri_a, "--sign-with", uri_b, "--publish",
+    )  # fmt: skip
+    out = publish(repo, uri_a, tmp_path, "1.0.0")
+    assert "needs more signatures" in out, out
+    (req,) = [p.stem for p in (repo / ".ota" / "staging").glob("*.json")]
+    exported = tmp_path / "elsewhere" / "req.json"
+    exported.parent.mkdir()
+    ota_repo(repo, "request", "export", req, str(exported))
+    root = str(repo / "metadata" / "1.root.json")
+
+    def elsewhere(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "ota-repo"), *args, "--trusted-root", root],
+            env=cli_env(), capture_output=True, text=True, timeout=120, cwd=exported.parent,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    shown = elsewhere("request", "show", str(exported))
+    assert shown.returncode == 0, shown.stderr
+    assert "firmware/model-x/fw-1.0.0.bin" in shown.stdout
+    (digest,) = [
+        ln.split()[-1] for ln in shown.stdout.splitlines() if ln.startswith("content hash:")
+    ]
+    signed = elsewhere("sign", str(exported), "--key", uri_b, "--expect", digest)
+    assert signed.returncode == 0, signed.stderr
+    ota_repo(repo, "request", "import", str(exported))
+    ota_repo(repo, "publish", req)
+    assert "and 1 targets verified" in ota_repo(repo, "verify").stdout
