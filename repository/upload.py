@@ -30,7 +30,7 @@ from repository.fsutil import atomic_copy_hashed
 from repository.limits import Limits
 from repository.manager import OtaRepository, VersionFileTaken, metadata_filename
 from repository.publishundo import PublishUndo, is_no_space
-from repository.targetfiles import published_path, validate_target_path
+from repository.targetfiles import published_path, stored_digests, validate_target_path
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +159,8 @@ def _check_published_unchanged(repo: OtaRepository, role: str, md: Metadata[Targ
     Devices may hold those bytes, and "version 1.4.2" must mean one image: a publisher who
     needs other bytes publishes a new version. Listing it again unchanged is not a change.
 
+    A path listed before and since removed keeps its bytes too: `targets/` still holds them.
+
     Raises:
         TargetConflict: a published path with other length or hashes, or another custom.
     """
@@ -166,6 +168,12 @@ def _check_published_unchanged(repo: OtaRepository, role: str, md: Metadata[Targ
     for path, tf in sorted(md.signed.targets.items()):
         old = before.get(path)
         if old is None:
+            earlier = stored_digests(repo.paths.targets, path)
+            if earlier and tf.hashes.get("sha256") not in earlier:
+                raise TargetConflict(
+                    f"{path} was published before with other bytes: a published image never "
+                    "changes, publish a new version"
+                )
             continue
         if not _same(old, tf):
             raise TargetConflict(

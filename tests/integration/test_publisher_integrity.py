@@ -403,3 +403,23 @@ def test_server_upload_refuses_a_fifo(
     proc = ota_publish(keys_dir, tmp_path / "fifo", "1.0.0", *where, timeout=30)
     assert_one_line_error(proc, "is a FIFO")
     assert published(repo) == before
+
+
+def test_server_refuses_a_removed_image_coming_back_with_other_bytes(
+    site: tuple[DelegatedRepo, GunicornServer, TlsFiles, Path],
+) -> None:
+    repo, server, tls, tmp = site
+    path = "firmware/model-x/fw-5.0.0.bin"
+    metadata, files = publisher_update(repo, "model-x", {path: V1 + b"5"}, tmp=tmp / "add5")
+    upload_role(server.url, "model-x", metadata, files, ca_bundle=tls.ca_cert)
+    dropped: Metadata[Targets] = repo.open().current_metadata("model-x")
+    del dropped.signed.targets[path]
+    dropped.signed.version += 1
+    dropped.signatures.clear()
+    for signer in repo.signers["model-x"]:
+        dropped.sign(signer, append=True)
+    upload_role(server.url, "model-x", dropped.to_bytes(), {}, ca_bundle=tls.ca_cert)
+    metadata, files = publisher_update(repo, "model-x", {path: b"\x7fELF evil"}, tmp=tmp / "back")
+    refused = _refused(site, metadata, files)
+    assert refused.status == 409
+    assert f"{path} was published before with other bytes" in str(refused)
