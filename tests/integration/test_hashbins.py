@@ -147,16 +147,20 @@ def test_publish_into_bins_over_the_server(tmp_path: Path, monkeypatch: pytest.M
     repo, uri = binned_repo(tmp_path, bins=4)
     names = [ROLE, *hashbins.bin_names(ROLE, 4)]
     tls: TlsFiles = make_tls(tmp_path / "tls", client_cn="publisher")
+    token = ota_repo(repo, "upload-token", "add", "ci-x", "--role", ROLE).stdout.split()[-1]
+    token_file = tmp_path / "upload-token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)  # the role's upload token uploads its bins too
     with run_gunicorn(
         repo,
         cert=tls.server_cert,
         key=tls.server_key,
         ca_cert=tls.ca_cert,
-        config={"device_auth": False, "upload_tokens": False},
+        config={"device_auth": False},
     ) as server:
         server_args = (
             "--server", server.url, "--root", str(repo / "metadata" / "1.root.json"),
-            "--ca-bundle", str(tls.ca_cert),
+            "--ca-bundle", str(tls.ca_cert), "--token-file", str(token_file),
         )  # fmt: skip
         for version in ("1.0.0", "1.1.0"):
             src = tmp_path / f"fw-{version}.bin"

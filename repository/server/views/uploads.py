@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 from flask import Blueprint, Response, jsonify, request
 
+from repository.errors import RepositoryError
 from repository.publishundo import is_no_space
 from repository.server.app import state
 from repository.server.auth import authenticate_uploader
@@ -60,13 +61,22 @@ def publish() -> tuple[Response, int]:
         st.upload_slots.release()
 
 
+def _bin_of(role: str, allowed_roles: tuple[str, ...]) -> bool:
+    """Whether `role` is a hash bin of a publisher's role the token may upload (the bins'
+    signatures and paths are checked as the role's are)."""
+    try:
+        return state().repo.publisher_of_bin(role) in allowed_roles
+    except RepositoryError:
+        return False
+
+
 def _receive(publisher: str, allowed_roles: tuple[str, ...] | None) -> tuple[Response, int]:
     """Parse the body into the staging folder, check it and publish it."""
     st = state()
     role = request.form.get("role", "")  # parses the body: 413 if it is too large
     if not role:
         return _refuse(400, "the upload has no role field", publisher=publisher)
-    if allowed_roles is not None and role not in allowed_roles:
+    if allowed_roles is not None and role not in allowed_roles and not _bin_of(role, allowed_roles):
         return _refuse(403, f"this token may not upload {role}", publisher=publisher, role=role)
     part = request.files.get("metadata")
     if part is None:
