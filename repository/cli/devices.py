@@ -54,7 +54,8 @@ def device_remove(ctx: Context, device_id: str) -> None:
 
 @cli.group("upload-token")
 def upload_token_group() -> None:
-    """Tokens that let publishers upload to the server (when the server config requires them)."""
+    """Tokens publishers upload with (the server requires one unless its config sets
+    `upload_tokens: false`)."""
 
 
 @upload_token_group.command("add")

@@ -133,6 +133,17 @@ def test_publisher_guide(tmp_path: Path) -> None:
     )
     tls = make_tls(tmp_path / "tls")
     shutil.copy(tls.ca_cert, tmp_path / "server-ca.pem")
+    # the operator's step: an upload token for the publisher's role, handed over as a file
+    add_token = ["upload-token", "add", "ci-model-x", "--role", "firmware-model-x"]
+    token = subprocess.run(
+        [str(BIN / "ota-repo"), "--repo", "repo", *add_token],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (tmp_path / "publisher" / "upload.token").write_text(token)
     with run_gunicorn(
         tmp_path / "repo",
         cert=tls.server_cert,
