@@ -22,6 +22,7 @@ from typing import Any
 from repository.errors import BadInputError, CorruptRepositoryError
 from repository.fsutil import atomic_write, exclusive_lock
 from repository.layout import RepoPaths
+from repository.secretfiles import CONFIG_LIMIT, UnsafeFileError, read_limited
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 DEVICE_TOKEN_PREFIX = "otad_"  # noqa: S105 - a label, not a secret
@@ -134,9 +135,11 @@ def load_registry(paths: RepoPaths) -> Registry:
     """
     path = registry_path(paths)
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, what="device registry", limit=CONFIG_LIMIT)
     except FileNotFoundError:
         return Registry.empty()
+    except UnsafeFileError as e:
+        raise CorruptRepositoryError(str(e)) from e
     except OSError as e:
         raise CorruptRepositoryError(f"cannot read device registry {path}") from e
     try:

@@ -9,12 +9,14 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from repository.errors import BadInputError, CorruptRepositoryError
 from repository.fsutil import atomic_write, make_private_dir
+from repository.secretfiles import CONFIG_LIMIT, UnsafeFileError, read_limited
 
 TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")
 DEFAULT_EXPIRY_DAYS = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 1}
@@ -58,7 +60,9 @@ class RepoPaths:
         return self.private / "lock"
 
     def exists(self) -> bool:
-        return self.config.is_file()
+        # whatever sits at the config path (a FIFO, a link) is a repository: reading it then
+        # refuses it by name rather than calling the folder empty
+        return os.path.lexists(self.config)
 
     def make_dirs(self) -> None:
         self.metadata.mkdir(parents=True, exist_ok=True)
@@ -122,8 +126,14 @@ def load_config(paths: RepoPaths) -> RepoConfig:
     if not paths.exists():
         raise BadInputError(f"no repository at {paths.root} (run 'ota-repo init' first)")
     try:
-        return RepoConfig.from_dict(json.loads(paths.config.read_text()))
-    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raw = read_limited(paths.config, what="repository config", limit=CONFIG_LIMIT)
+    except UnsafeFileError as e:
+        raise CorruptRepositoryError(str(e)) from e
+    except OSError as e:
+        raise CorruptRepositoryError(f"cannot read repository config {paths.config}") from e
+    try:
+        return RepoConfig.from_dict(json.loads(raw))
+    except (ValueError, TypeError, AttributeError) as e:
         raise CorruptRepositoryError(f"cannot read repository config {paths.config}") from e
 
 

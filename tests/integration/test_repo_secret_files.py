@@ -302,3 +302,20 @@ def test_reencrypt_with_a_wrong_passphrase_changes_nothing(tmp_path: Path) -> No
     )
     assert_one_line_error(proc, "wrong passphrase")
     assert key.read_bytes() == before
+
+
+@pytest.mark.parametrize("source", list(_SOURCES), ids=list(_SOURCES))
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [("config.json", ["status"]), ("devices.json", ["device", "list"])],
+    ids=["config", "device-registry"],
+)
+def test_repository_files_that_are_no_small_regular_file_are_refused(
+    repo: Path, tmp_path: Path, source: str, name: str, args: list[str]
+) -> None:
+    """A planted FIFO, device or huge file in `.ota/` never hangs or exhausts `ota-repo`."""
+    private = repo / ".ota" / name
+    private.unlink(missing_ok=True)
+    private.symlink_to(_SOURCES[source](tmp_path))
+    proc = _run(repo, *args, env=cli_env())
+    assert_one_line_error(proc, name)
