@@ -11,7 +11,9 @@ snapshot and timestamp); a device looking up one target downloads only that bin.
 
 The bins are created with the delegation: `ota-repo delegate NAME ... --bins N` stages targets'
 next version, the role's first version delegating to the bins, and every bin's empty first
-version, all in one signing request (the publisher signs the role and its bins).
+version, all in one signing request (the publisher signs the role and its bins). Nothing online
+renews a bin no publish touched: the publisher re-signs the role and every bin with
+`ota-publish renew` (`repository.publisher.renew`) before they expire.
 
 The former layout, targets delegating every path to bins signed by an online key, is refused:
 it let whoever holds the server's keys list any firmware. A repository that has it is migrated
