@@ -302,7 +302,8 @@ def audit_verify(ctx: Context, anchor: str | None) -> None:
         counted = f", {lines} request log lines"
     elif anchor is not None:
         fail(f"request log {log} is missing but an anchor was given")
-    click.echo(f"ok: {report.entries} audit lines{counted}, chains intact")
+    chains = "chains" if counted else "chain"
+    click.echo(f"ok: {report.entries} audit lines{counted}, {chains} intact")
 
 
 @audit_group.command("head")
