@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import NoReturn
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -18,6 +20,32 @@ from repository.cli._base import run_cli
 def cli(ctx: click.Context, debug: bool) -> None:
     """Publish firmware for a hardware model with your delegated key."""
     ctx.obj = {"debug": debug}
+
+
+def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every publishing command shares: the role, the key, and where to publish
+    (`--repo DIR`, or `--server URL` with what it needs)."""
+    options = [
+        click.option("--role", required=True, help="Your delegated role, e.g. firmware-model-x."),
+        click.option(
+            "--key", "uri", required=True, help="Signer URI of your key (encfile:, hsm:, ...)."
+        ),
+        click.option("--repo", "repo_dir", type=click.Path(file_okay=False, path_type=Path)),
+        click.option("--server", "server_url", help="Update server URL to upload to instead."),
+        click.option(
+            "--root", "trusted_root", type=click.Path(path_type=Path), help="With --server."
+        ),
+        click.option("--token-file", type=click.Path(path_type=Path), help="With --server."),
+        click.option("--ca-bundle", type=click.Path(path_type=Path), help="With --server."),
+        click.option(
+            "--metadata-url",
+            help="With --server: where to read the current metadata (default: the server's "
+            "metadata/).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def _register_commands() -> None:

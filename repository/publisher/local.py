@@ -30,7 +30,7 @@ from repository.errors import BadInputError, ThresholdError
 from repository.keys import find_signer
 from repository.limits import DEVICE_MAX_SECURITY_COUNTER, Limits
 from repository.manager import OtaRepository
-from repository.publisher.cli import cli
+from repository.publisher.cli import cli, target_options
 from repository.publisher.firmware import FirmwareRelease, add_new_targets, describe_file
 from repository.publisher.inputs import private_copies
 from repository.signing import SigningRequest
@@ -212,6 +212,16 @@ def _removed_unless_kept(
                 path.unlink(missing_ok=True)
 
 
+def needs_signatures(role: str, repo_dir: Path | None, req: SigningRequest) -> str:
+    """What the other key holders of `role` do with the request staged for them."""
+    where = f"ota-repo --repo {repo_dir}"
+    return (
+        f"{role} needs more signatures: staged request {req.id}; the other holders review it "
+        f"with '{where} request show {req.id}', sign with '{where} sign {req.id} --key URI "
+        f"--expect HASH', then '{where} publish {req.id}'"
+    )
+
+
 @cli.command("add")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--hwid", required=True, help="Hardware model id, e.g. model-x.")
@@ -232,17 +242,7 @@ def _removed_unless_kept(
     help="A delta that rebuilds this image from VERSION (repeat).",
 )
 @click.option("--name", default="fw", show_default=True, help="Image name in the target path.")
-@click.option("--role", required=True, help="Your delegated role, e.g. firmware-model-x.")
-@click.option("--key", "uri", required=True, help="Signer URI of your key (encfile:, hsm:, ...).")
-@click.option("--repo", "repo_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--server", "server_url", help="Update server URL to upload to instead.")
-@click.option("--root", "trusted_root", type=click.Path(path_type=Path), help="With --server.")
-@click.option("--token-file", type=click.Path(path_type=Path), help="With --server.")
-@click.option("--ca-bundle", type=click.Path(path_type=Path), help="With --server.")
-@click.option(
-    "--metadata-url",
-    help="With --server: where to read the current metadata (default: the server's metadata/).",
-)
+@target_options
 @click.option("--json", "as_json", is_flag=True)
 def add(
     file: Path,
@@ -281,11 +281,7 @@ def add(
         if repo is not None:
             listed_in, md, req = publish_local(repo, role, uri, copies)
             if req is not None:
-                click.echo(
-                    f"{role} needs more signatures: staged request {req.id}; the other holders "
-                    f"run 'ota-repo --repo {repo_dir} sign {req.id} --key URI', then "
-                    f"'ota-repo --repo {repo_dir} publish {req.id}'"
-                )
+                click.echo(needs_signatures(role, repo_dir, req))
                 return
             where = str(repo_dir)
         else:

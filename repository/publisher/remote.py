@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from repository.errors import BadInputError, RepositoryError
 from repository.keys import find_signer
 from repository.layout import DEFAULT_EXPIRY_DAYS
 from repository.publisher.firmware import add_new_targets, describe_file
+from repository.secretfiles import ROOT_LIMIT, SECRET_LIMIT, read_limited
 
 _CHUNK = 256 * 1024
 
@@ -48,6 +50,48 @@ class _Fetcher(FetcherInterface):
             resp.close()
             raise DownloadHTTPError(f"{url}: HTTP {resp.status_code}", resp.status_code)
         return resp.iter_content(_CHUNK)
+
+
+@dataclass(frozen=True)
+class ServerAccess:
+    """What `--server` needs: the root the publisher trusts, the upload token, a fetcher for
+    ngclient and where the metadata is read from."""
+
+    bootstrap: bytes
+    token: str | None
+    fetcher: FetcherInterface
+    metadata_url: str
+
+
+def server_access(
+    server_url: str,
+    *,
+    trusted_root: Path | None,
+    token_file: Path | None,
+    ca_bundle: Path | None,
+    metadata_url: str | None,
+) -> ServerAccess:
+    """Read `--root` and `--token-file` as bounded regular files (the token owner-only).
+
+    Raises:
+        BadInputError: no trusted root, or a file that is missing, unsafe or unreadable.
+    """
+    if trusted_root is None:
+        raise BadInputError("--server needs --root, the root.json you trust for this repository")
+    try:
+        bootstrap = read_limited(trusted_root, what="trusted root", limit=ROOT_LIMIT)
+        token = None
+        if token_file is not None:
+            raw = read_limited(
+                token_file, what="upload token file", limit=SECRET_LIMIT, private=True
+            )
+            token = raw.decode("ascii").strip()
+    except OSError as e:
+        raise BadInputError(f"cannot read {e.filename}: {e.strerror}") from e
+    except UnicodeDecodeError:
+        raise BadInputError(f"upload token file {token_file} is not ASCII text") from None
+    where = metadata_url or f"{server_url.rstrip('/')}/metadata/"
+    return ServerAccess(bootstrap, token, _Fetcher(token, ca_bundle), where)
 
 
 def current_role(
@@ -171,18 +215,18 @@ def publish_remote(
     """
     from repository.publisher.upload import upload_role  # written with the server
 
-    if trusted_root is None:
-        raise BadInputError("--server needs --root, the root.json you trust for this repository")
-    try:
-        bootstrap = trusted_root.read_bytes()
-        token = token_file.read_text().strip() if token_file else None
-    except OSError as e:
-        raise BadInputError(f"cannot read {e.filename}: {e.strerror}") from e
-    fetcher = _Fetcher(token, ca_bundle)
-    where = metadata_url or f"{server_url.rstrip('/')}/metadata/"
+    access = server_access(
+        server_url,
+        trusted_root=trusted_root,
+        token_file=token_file,
+        ca_bundle=ca_bundle,
+        metadata_url=metadata_url,
+    )
     bins: dict[str, Metadata[Targets]] = {}
     paths = [p for _, p, _ in files]
-    targets, current = current_role(where, role, paths, bootstrap, fetcher, bins)
+    targets, current = current_role(
+        access.metadata_url, role, paths, access.bootstrap, access.fetcher, bins
+    )
     assert targets.delegations is not None and targets.delegations.roles is not None
     delegated = targets.delegations.roles[role]
     keys = {k: targets.delegations.keys[k] for k in delegated.keyids}
@@ -214,7 +258,7 @@ def publish_remote(
             name,
             md.to_bytes(),
             {path: local for local, path, _ in files if path in listed},
-            token=token,
+            token=access.token,
             ca_bundle=ca_bundle,
         )
     return uploads[-1][0], uploads[-1][1]

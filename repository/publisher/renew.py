@@ -22,8 +22,8 @@ from repository.errors import BadInputError, ThresholdError
 from repository.keys import find_signer
 from repository.limits import Limits
 from repository.manager import OtaRepository
-from repository.publisher.cli import cli
-from repository.publisher.local import _check_bin, check_published_role
+from repository.publisher.cli import cli, target_options
+from repository.publisher.local import _check_bin, check_published_role, needs_signatures
 from repository.signing import SigningRequest
 from repository.staging import next_version, stage
 
@@ -94,20 +94,20 @@ def renew_remote(
         RepositoryError: the server's metadata does not verify or cannot be read.
         KeyError_: the key at `uri` is not one of the role's keys.
     """
-    from repository.publisher.remote import _Fetcher, _next_version, current_role
+    from repository.publisher.remote import _next_version, current_role, server_access
     from repository.publisher.upload import upload_role
 
-    if trusted_root is None:
-        raise BadInputError("--server needs --root, the root.json you trust for this repository")
-    try:
-        bootstrap = trusted_root.read_bytes()
-        token = token_file.read_text().strip() if token_file else None
-    except OSError as e:
-        raise BadInputError(f"cannot read {e.filename}: {e.strerror}") from e
-    fetcher = _Fetcher(token, ca_bundle)
-    where = metadata_url or f"{server_url.rstrip('/')}/metadata/"
+    access = server_access(
+        server_url,
+        trusted_root=trusted_root,
+        token_file=token_file,
+        ca_bundle=ca_bundle,
+        metadata_url=metadata_url,
+    )
     verified: dict[str, Metadata[Targets]] = {}
-    targets, current = current_role(where, role, [], bootstrap, fetcher, verified, every_bin=True)
+    targets, current = current_role(
+        access.metadata_url, role, [], access.bootstrap, access.fetcher, verified, every_bin=True
+    )
     if current is None:
         raise BadInputError(f"{role} has no published metadata: nothing to renew")
     assert targets.delegations is not None and targets.delegations.roles is not None
@@ -118,22 +118,12 @@ def renew_remote(
     for name, md in uploads:
         _next_version(md)
         md.sign(signer, append=True)
-        upload_role(server_url, name, md.to_bytes(), {}, token=token, ca_bundle=ca_bundle)
+        upload_role(server_url, name, md.to_bytes(), {}, token=access.token, ca_bundle=ca_bundle)
     return [name for name, _ in uploads]
 
 
 @cli.command("renew")
-@click.option("--role", required=True, help="Your delegated role, e.g. firmware-model-x.")
-@click.option("--key", "uri", required=True, help="Signer URI of your key (encfile:, hsm:, ...).")
-@click.option("--repo", "repo_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--server", "server_url", help="Update server URL to upload to instead.")
-@click.option("--root", "trusted_root", type=click.Path(path_type=Path), help="With --server.")
-@click.option("--token-file", type=click.Path(path_type=Path), help="With --server.")
-@click.option("--ca-bundle", type=click.Path(path_type=Path), help="With --server.")
-@click.option(
-    "--metadata-url",
-    help="With --server: where to read the current metadata (default: the server's metadata/).",
-)
+@target_options
 def renew(
     role: str,
     uri: str,
@@ -151,11 +141,7 @@ def renew(
     if repo_dir is not None:
         names, req = renew_local(OtaRepository.load(repo_dir), role, uri)
         if req is not None:
-            click.echo(
-                f"{role} needs more signatures: staged request {req.id}; the other holders "
-                f"run 'ota-repo --repo {repo_dir} sign {req.id} --key URI', then "
-                f"'ota-repo --repo {repo_dir} publish {req.id}'"
-            )
+            click.echo(needs_signatures(role, repo_dir, req))
             return
         where = str(repo_dir)
     else:

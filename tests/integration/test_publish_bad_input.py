@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,50 @@ def test_bad_input(setup: tuple[Path, Path], tmp_path: Path, args: list[str], me
     )  # fmt: skip
     assert_one_line_error(proc, message)
     assert published(repo) == before
+
+
+def _loose_token(tmp: Path) -> Path:
+    token = tmp / "upload.token"
+    token.write_text("secret-token\n")
+    token.chmod(0o644)
+    return token
+
+
+def _fifo(tmp: Path) -> Path:
+    fifo = tmp / "fifo"
+    os.mkfifo(fifo, 0o600)
+    return fifo
+
+
+SERVER_CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
+    "root-dev-zero": (
+        lambda _t: ["--root", "/dev/zero"],
+        "trusted root /dev/zero is not a regular",
+    ),
+    "root-fifo": (lambda t: ["--root", str(_fifo(t))], "is not a regular file"),
+    "token-fifo": (lambda t: ["--token-file", str(_fifo(t))], "is not a regular file"),
+    "token-loose": (lambda t: ["--token-file", str(_loose_token(t))], "chmod 600"),
+}
+
+
+@pytest.mark.parametrize("case", list(SERVER_CASES), ids=list(SERVER_CASES))
+def test_server_inputs_are_bounded_private_files(
+    template: tuple[Path, Path], tmp_path: Path, case: str
+) -> None:
+    """`--server`'s root and token are read like every other secret: never a hang, never loose."""
+    keys_dir = template[1]
+    make, message = SERVER_CASES[case]
+    extra = make(tmp_path)
+    if "--root" not in extra:
+        extra += ["--root", str(template[0] / "metadata" / "1.root.json")]
+    (tmp_path / "fw.bin").write_bytes(b"firmware" * 100)
+    proc = subprocess.run(
+        [
+            str(BIN / "ota-publish"), "add", str(tmp_path / "fw.bin"), "--hwid", "model-x",
+            "--version", "1.0.0", "--role", ROLE, "--key", f"encfile:{keys_dir / 'pub-x.key'}",
+            "--server", "https://127.0.0.1:1", *extra,
+        ],
+        env=cli_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert_one_line_error(proc, message)
+    assert "secret-token" not in proc.stderr

@@ -374,6 +374,7 @@ def test_ota_publish_uploads_through_the_server_with_an_upload_token(
     token = ota_repo(repo.paths.root, "upload-token", "add", "ci-x", "--role", "model-x")
     token_file = tmp_path / "token"
     token_file.write_text(token.stdout.strip())
+    token_file.chmod(0o600)
     firmware = tmp_path / "fw.bin"
     firmware.write_bytes(os.urandom(50_000))
     with run_gunicorn(
