@@ -175,8 +175,13 @@ class Lab:
         path: str | None = None,
         custom: dict[str, Any] | None = None,
         role: str = "targets",
+        replace: bool = False,
     ) -> str:
-        """Publish one firmware target in `role`; returns its target path."""
+        """Publish one firmware target in `role`; returns its target path.
+
+        `replace` lists a published path with other bytes, which `ota-repo` refuses: a
+        repository holding its keys can still sign that, and it is the client that is tested.
+        """
         from repository.manager import OtaRepository
 
         data = image(version, size, healthy=healthy) if data is None else data
@@ -193,12 +198,13 @@ class Lab:
                 }
             }
         repo = OtaRepository.load(self.repo_dir)
-        if role == "targets":
+        if role == "targets" and not replace:
             repo.add_targets([(src, target_path, custom)])
-        else:  # as a publisher would: sign the delegated role's next version with its key
+        else:  # as a publisher would: sign the role's next version with its key
             from repository.targetfiles import store_target_file
 
-            repo.extra_signers[role] = [self.publishers[role]]
+            if role != "targets":
+                repo.extra_signers[role] = [self.publishers[role]]
             with repo.writing("add-target"):
                 target = store_target_file(repo.paths.targets, src, target_path, custom)
                 with repo.edit_targets(role) as targets:

@@ -108,7 +108,7 @@ def test_init_refresh_download_and_cache(lab: Lab, tmp_path: Path) -> None:
     assert client.download(a) == 0  # unchanged: not fetched again
     assert not [r for r in lab.server.requests() if "/targets/" in r["path"]]
 
-    new = lab.publish("1.0.0", data=b"changed bytes", path=a)  # same path, new content
+    new = lab.publish("1.0.0", data=b"changed bytes", path=a, replace=True)
     assert client.download(new) == 0
     assert (client.td / quote(a, "")).read_bytes() == b"changed bytes"
     assert {p.name for p in client.td.iterdir()} == {quote(a, ""), quote(b, "")}

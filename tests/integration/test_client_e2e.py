@@ -3,6 +3,7 @@ and commits it; a v4 that fails its health check is rolled back, and the log and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,9 +100,12 @@ def test_update_v1_to_v3_then_failing_v4_rolls_back(lab: Lab) -> None:
     ]
     assert reports[-1]["reason"] == "health check exited 3"
     assert all(
-        set(r) == {"device_id", "installed_version", "slot", "result", "reason", "event"}
+        set(r)
+        == {"device_id", "installed_version", "slot", "result", "reason", "event", "report_id"}
         for r in reports
     )
+    ids = [r["report_id"] for r in reports]  # one per report, the same on each of its retries
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
     assert dev.status()["reports_queued"] == 0
     # Every request carried the device token; no secret reached argv, output or the log.
     assert all(r["auth"] for r in lab.server.requests())
