@@ -37,9 +37,9 @@ def lab(tmp_path: Path) -> dict[str, object]:
         keys.generate_key(k, name, passphrase=PASSPHRASE)
     pins = tmp_path / "pins"
     pins.mkdir(mode=0o700)
-    (pins / "alice").write_text(ALICE_PIN + "\n")
-    (pins / "publisher").write_text(PUB_PIN + "\n")
-    (pins / "wrong").write_text("0000\n")
+    for name, pin in (("alice", ALICE_PIN), ("publisher", PUB_PIN), ("wrong", "0000")):
+        (pins / name).write_text(pin + "\n")
+        (pins / name).chmod(0o600)  # a PIN file others can read is refused
     return {"hsm": hsm, "alice": alice_uri, "publisher": publisher_uri, "keys": k, "pins": pins}
 
 
