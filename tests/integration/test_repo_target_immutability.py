@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.repo import assert_one_line_error, custom_json, ota_repo, published
 
 PATH = "firmware/model-x/fw-1.0.0.bin"
@@ -17,38 +19,29 @@ def _add(repo: Path, fw: Path, *, check: bool = True):  # type: ignore[no-untype
     )
 
 
-def test_listed_path_with_other_bytes_is_refused(tmp_path: Path) -> None:
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A dev repository listing PATH with the honest image; another image beside it."""
     repo = tmp_path / "repo"
     ota_repo(repo, "init", "--dev")
     first, other = tmp_path / "a.bin", tmp_path / "b.bin"
     first.write_bytes(b"honest image" * 100)
     other.write_bytes(b"other image" * 100)
     _add(repo, first)
+    return repo, first, other
+
+
+@pytest.mark.parametrize("again", ["other", "same"])
+def test_listed_path_is_refused_with_any_bytes(site: tuple[Path, Path, Path], again: str) -> None:
+    repo, first, other = site
     before = published(repo)
-    proc = _add(repo, other, check=False)
+    proc = _add(repo, other if again == "other" else first, check=False)
     assert_one_line_error(proc, PATH, "published already")
     assert published(repo) == before
 
 
-def test_listed_path_with_the_same_bytes_is_refused_as_published(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    ota_repo(repo, "init", "--dev")
-    fw = tmp_path / "a.bin"
-    fw.write_bytes(b"honest image" * 100)
-    _add(repo, fw)
-    before = published(repo)
-    proc = _add(repo, fw, check=False)
-    assert_one_line_error(proc, PATH, "published already")
-    assert published(repo) == before
-
-
-def test_removed_path_cannot_come_back_with_other_bytes(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    ota_repo(repo, "init", "--dev")
-    first, other = tmp_path / "a.bin", tmp_path / "b.bin"
-    first.write_bytes(b"honest image" * 100)
-    other.write_bytes(b"other image" * 100)
-    _add(repo, first)
+def test_removed_path_cannot_come_back_with_other_bytes(site: tuple[Path, Path, Path]) -> None:
+    repo, first, other = site
     ota_repo(repo, "remove-target", PATH)
     before = published(repo)
     proc = _add(repo, other, check=False)
